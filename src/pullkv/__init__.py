@@ -1,0 +1,41 @@
+"""pullkv: a global, read-optimised, eventually consistent key-value store.
+
+It speaks the Workers KV interfaces; this package is its server, CLI and Python client.
+"""
+
+from pullkv.client import (
+    AsyncClient,
+    AsyncNamespace,
+    Client,
+    ListResult,
+    Namespace,
+    ValueWithMetadata,
+)
+from pullkv.errors import (
+    APIError,
+    AuthenticationFailed,
+    BadRequestError,
+    NotFoundError,
+    PermissionDenied,
+    RateLimitedError,
+    ServerError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "APIError",
+    "AsyncClient",
+    "AsyncNamespace",
+    "AuthenticationFailed",
+    "BadRequestError",
+    "Client",
+    "ListResult",
+    "Namespace",
+    "NotFoundError",
+    "PermissionDenied",
+    "RateLimitedError",
+    "ServerError",
+    "ValueWithMetadata",
+    "__version__",
+]

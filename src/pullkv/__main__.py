@@ -1,0 +1,5 @@
+"""``python -m pullkv`` is the ``pullkv`` command."""
+
+from pullkv.cli import main
+
+main()

@@ -1,0 +1,148 @@
+"""API tokens: generation, salted hashing, constant-time verification and permissions.
+
+A token reads ``pkv_<id>_<secret>``. The id finds the record; the whole token is then checked
+against a salted SHA-256 with ``hmac.compare_digest``. A token set by the operator through
+``PULLKV_ADMIN_TOKEN`` has any form and is kept under the fixed id ``env-admin``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import secrets
+from collections.abc import Callable, Sequence
+
+from pullkv import errors
+from pullkv.store.base import Store
+from pullkv.types import TokenRecord
+
+ADMIN_TOKEN_ENV = "PULLKV_ADMIN_TOKEN"
+ENV_ADMIN_ID = "env-admin"
+_TOKEN = re.compile(r"pkv_([0-9a-f]{16})_[A-Za-z0-9_-]{20,}")
+
+
+def hash_token(salt: bytes, token: str) -> bytes:
+    """The stored form of a token."""
+    return hashlib.sha256(salt + token.encode("utf-8")).digest()
+
+
+def make_record(
+    token: str,
+    token_id: str,
+    account_id: str,
+    name: str,
+    *,
+    now: int,
+    namespaces: Sequence[str] | None = None,
+    read_only: bool = False,
+    admin: bool = False,
+) -> TokenRecord:
+    """A record for ``token`` with a fresh salt."""
+    salt = os.urandom(16)
+    return TokenRecord(
+        id=token_id,
+        account_id=account_id,
+        name=name,
+        salt=salt,
+        secret_hash=hash_token(salt, token),
+        namespaces=tuple(namespaces) if namespaces is not None else None,
+        read_only=read_only,
+        admin=admin,
+        created_at=now,
+    )
+
+
+def generate_token() -> tuple[str, str]:
+    """A new (token id, token)."""
+    token_id = secrets.token_hex(8)
+    return token_id, f"pkv_{token_id}_{secrets.token_urlsafe(32)}"
+
+
+def token_id_of(token: str) -> str:
+    """The record id a presented token claims."""
+    match = _TOKEN.fullmatch(token)
+    return match.group(1) if match else ENV_ADMIN_ID
+
+
+def verify(record: TokenRecord, token: str) -> bool:
+    """Whether ``token`` is the active token of ``record``, compared in constant time."""
+    matches = hmac.compare_digest(hash_token(record.salt, token), record.secret_hash)
+    return matches and record.revoked_at is None
+
+
+def bearer_token(header: str | None) -> str | None:
+    """The token from an ``Authorization: Bearer`` header."""
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+def authorize(
+    token: TokenRecord,
+    account_id: str,
+    *,
+    namespace_id: str | None = None,
+    write: bool = False,
+    account_wide: bool = False,
+    admin: bool = False,
+) -> None:
+    """Raise 403 unless ``token`` may act on this account (and namespace) in this way.
+
+    ``account_wide`` marks operations on the account's set of namespaces (create, rename,
+    delete), which a token limited to some namespaces may not do.
+    """
+    if token.account_id != account_id:
+        raise errors.permission_denied("the token is not valid for this account")
+    if admin and not token.admin:
+        raise errors.permission_denied("managing tokens needs an admin token")
+    if write and token.read_only:
+        raise errors.permission_denied("the token is read-only")
+    if token.namespaces is not None:
+        if account_wide:
+            raise errors.permission_denied("the token is limited to some namespaces")
+        if namespace_id is not None and namespace_id not in token.namespaces:
+            raise errors.permission_denied("the token is not valid for this namespace")
+
+
+class Authenticator:
+    """Turns a presented token into its record, caching verified tokens briefly.
+
+    The cache keeps hot requests off the store; its lifetime bounds how long a token revoked
+    by another process keeps working here.
+    """
+
+    def __init__(
+        self, store: Store, clock: Callable[[], float], *, cache_seconds: float = 10.0
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._cache_seconds = cache_seconds
+        self._cache: dict[bytes, tuple[TokenRecord, float]] = {}
+
+    async def authenticate(self, authorization: str | None) -> TokenRecord:
+        """The record of a valid token; 401 for a missing or wrong one."""
+        token = bearer_token(authorization)
+        if token is None:
+            raise errors.authentication_error()
+        cache_key = hashlib.sha256(token.encode("utf-8")).digest()
+        now = self._clock()
+        cached = self._cache.get(cache_key)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        record = await self._store.get_token(token_id_of(token))
+        if record is None or not verify(record, token):
+            self._cache.pop(cache_key, None)
+            raise errors.authentication_error()
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[cache_key] = (record, now + self._cache_seconds)
+        return record
+
+    def forget(self, token_id: str) -> None:
+        """Drop cached verifications of a token (after revoking it here)."""
+        self._cache = {k: v for k, v in self._cache.items() if v[0].id != token_id}

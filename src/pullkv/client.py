@@ -1,0 +1,625 @@
+"""The Python client: ``Client`` (sync) and ``AsyncClient``, over the REST API.
+
+``client.namespace(id_or_title)`` returns an object shaped like a Workers KV binding:
+``get``, ``get_with_metadata``, ``put``, ``delete``, ``list``, plus the REST bulk calls.
+Each operation is first described as a ``_Call`` (method, path, body, how to read the reply),
+so the sync and async clients share every rule and differ only in how they send.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, TypeVar, overload
+from urllib.parse import quote
+
+import httpx
+
+from pullkv.errors import APIError, api_error
+
+T = TypeVar("T")
+ValueType = Literal["text", "json", "bytes", "stream"]
+_HEX32 = re.compile(r"[0-9a-f]{32}")
+_ACCOUNT_ID_HEADER = "x-pullkv-account-id"
+
+
+@dataclass(frozen=True, slots=True)
+class ValueWithMetadata:
+    """A value with its metadata (None when it has none) and absolute expiration."""
+
+    value: Any
+    metadata: Any
+    expiration: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ListResult:
+    """One page of a key list, shaped like the Workers binding's result."""
+
+    keys: list[dict[str, Any]]
+    list_complete: bool
+    cursor: str | None
+
+
+@dataclass(slots=True)
+class _Call(Generic[T]):
+    method: str
+    path: str
+    read: Callable[[httpx.Response], T]
+    params: dict[str, str] = field(default_factory=dict)
+    json_body: Any = None
+    content: bytes | None = None
+    files: dict[str, Any] | None = None
+    not_found: Any = ...  # returned instead of raising on 404 when set
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.is_success:
+        return
+    code, message = 0, response.reason_phrase or f"HTTP {response.status_code}"
+    try:
+        body = response.json()
+        first = body["errors"][0]
+        code, message = int(first["code"]), str(first["message"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        pass
+    raise api_error(response.status_code, code, message)
+
+
+def _result(response: httpx.Response) -> Any:
+    return response.json()["result"]
+
+
+def _decode(data: bytes, kind: ValueType) -> Any:
+    if kind == "bytes":
+        return data
+    text = data.decode("utf-8", errors="replace")
+    return json.loads(text) if kind == "json" else text
+
+
+def _key_path(key: str) -> str:
+    if key in ("", ".", ".."):
+        raise ValueError(f"{key!r} cannot be used as a key name in a URL")
+    return quote(key, safe="")
+
+
+def _list_result(response: httpx.Response) -> ListResult:
+    body = response.json()
+    cursor = (body.get("result_info") or {}).get("cursor") or None
+    return ListResult(body["result"], cursor is None, cursor)
+
+
+class _NamespaceCalls:
+    """Descriptions of every namespace operation (shared by the sync and async objects)."""
+
+    def __init__(self, base: str) -> None:
+        self._base = base
+
+    def get_call(self, key: str, kind: ValueType, cache_ttl: int | None) -> _Call[Any]:
+        params = {"cache_ttl": str(cache_ttl)} if cache_ttl is not None else {}
+        return _Call(
+            "GET",
+            f"{self._base}/values/{_key_path(key)}",
+            lambda r: _decode(r.content, kind),
+            params=params,
+            not_found=None,
+        )
+
+    def get_with_metadata_call(
+        self, key: str, kind: ValueType, cache_ttl: int | None
+    ) -> _Call[Any]:
+        def read(response: httpx.Response) -> ValueWithMetadata:
+            raw_meta = response.headers.get("cf-kv-metadata")
+            expiration = response.headers.get("expiration")
+            return ValueWithMetadata(
+                _decode(response.content, kind),
+                json.loads(raw_meta) if raw_meta else None,
+                int(expiration) if expiration else None,
+            )
+
+        call = self.get_call(key, kind, cache_ttl)
+        call.read = read
+        call.not_found = ValueWithMetadata(None, None)
+        return call
+
+    def bulk_get_call(
+        self, keys: Sequence[str], kind: ValueType, with_metadata: bool, cache_ttl: int | None
+    ) -> _Call[dict[str, Any]]:
+        if kind not in ("text", "json"):
+            raise ValueError('bulk get supports only type "text" or "json"')
+        body: dict[str, Any] = {"keys": list(keys), "type": kind}
+        if with_metadata:
+            body["withMetadata"] = True
+        params = {"cache_ttl": str(cache_ttl)} if cache_ttl is not None else {}
+
+        def read(response: httpx.Response) -> dict[str, Any]:
+            values: dict[str, Any] = _result(response)["values"]
+            if not with_metadata:
+                return values
+            return {
+                k: None
+                if v is None
+                else ValueWithMetadata(v["value"], v["metadata"], v.get("expiration"))
+                for k, v in values.items()
+            }
+
+        return _Call("POST", f"{self._base}/bulk/get", read, params=params, json_body=body)
+
+    def put_call(
+        self,
+        key: str,
+        value: str | bytes,
+        expiration: int | None,
+        expiration_ttl: int | None,
+        metadata: Any,
+    ) -> _Call[None]:
+        data = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+        params = {}
+        if expiration is not None:
+            params["expiration"] = str(expiration)
+        if expiration_ttl is not None:
+            params["expiration_ttl"] = str(expiration_ttl)
+        path = f"{self._base}/values/{_key_path(key)}"
+        if metadata is None:
+            return _Call("PUT", path, lambda r: None, params=params, content=data)
+        files = {
+            "value": ("value", data, "application/octet-stream"),
+            "metadata": (None, json.dumps(metadata), "application/json"),
+        }
+        return _Call("PUT", path, lambda r: None, params=params, files=files)
+
+    def delete_call(self, key: str) -> _Call[None]:
+        return _Call("DELETE", f"{self._base}/values/{_key_path(key)}", lambda r: None)
+
+    def list_call(
+        self, prefix: str | None, limit: int | None, cursor: str | None
+    ) -> _Call[ListResult]:
+        params = {}
+        if prefix:
+            params["prefix"] = prefix
+        if limit is not None:
+            params["limit"] = str(limit)
+        if cursor:
+            params["cursor"] = cursor
+        return _Call("GET", f"{self._base}/keys", _list_result, params=params)
+
+    def metadata_call(self, key: str) -> _Call[Any]:
+        return _Call("GET", f"{self._base}/metadata/{_key_path(key)}", _result)
+
+    def bulk_put_call(self, items: Sequence[Mapping[str, Any]]) -> _Call[dict[str, Any]]:
+        return _Call("PUT", f"{self._base}/bulk", _result, json_body=list(items))
+
+    def bulk_delete_call(self, keys: Sequence[str]) -> _Call[dict[str, Any]]:
+        return _Call("POST", f"{self._base}/bulk/delete", _result, json_body=list(keys))
+
+
+class _ClientCalls:
+    """Descriptions of account-level operations."""
+
+    def __init__(self, account_id: str) -> None:
+        self.account_id = account_id
+        self.base = f"/client/v4/accounts/{account_id}"
+        self.namespaces = f"{self.base}/storage/kv/namespaces"
+
+    def list_namespaces_call(self, page: int, per_page: int) -> _Call[list[dict[str, Any]]]:
+        params = {"page": str(page), "per_page": str(per_page), "order": "title"}
+        return _Call("GET", self.namespaces, _result, params=params)
+
+    def create_namespace_call(self, title: str) -> _Call[dict[str, Any]]:
+        return _Call("POST", self.namespaces, _result, json_body={"title": title})
+
+    def rename_namespace_call(self, namespace_id: str, title: str) -> _Call[dict[str, Any]]:
+        return _Call(
+            "PUT", f"{self.namespaces}/{namespace_id}", _result, json_body={"title": title}
+        )
+
+    def delete_namespace_call(self, namespace_id: str) -> _Call[None]:
+        return _Call("DELETE", f"{self.namespaces}/{namespace_id}", lambda r: None)
+
+    def get_namespace_call(self, namespace_id: str) -> _Call[dict[str, Any] | None]:
+        return _Call("GET", f"{self.namespaces}/{namespace_id}", _result, not_found=None)
+
+    def create_token_call(
+        self, name: str, namespaces: Sequence[str] | None, read_only: bool, admin: bool
+    ) -> _Call[dict[str, Any]]:
+        body = {"name": name, "namespaces": namespaces, "read_only": read_only, "admin": admin}
+        return _Call("POST", f"{self.base}/tokens", _result, json_body=body)
+
+    def list_tokens_call(self) -> _Call[list[dict[str, Any]]]:
+        return _Call("GET", f"{self.base}/tokens", _result)
+
+    def revoke_token_call(self, token_id: str) -> _Call[Any]:
+        return _Call("DELETE", f"{self.base}/tokens/{quote(token_id, safe='')}", _result)
+
+
+def _accounts_call() -> _Call[list[dict[str, Any]]]:
+    return _Call("GET", "/client/v4/accounts", _result)
+
+
+def _pick_account(accounts: list[dict[str, Any]]) -> str:
+    if len(accounts) != 1:
+        raise APIError(400, 0, "the token sees several accounts: pass account_id")
+    return str(accounts[0]["id"])
+
+
+def _find_namespace(pages: Iterable[list[dict[str, Any]]], id_or_title: str) -> str | None:
+    for page in pages:
+        for item in page:
+            if item["title"] == id_or_title:
+                return str(item["id"])
+    return None
+
+
+def _headers(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}", "User-Agent": "pullkv-python"}
+
+
+class Client:
+    """A synchronous client for one pullkv server and account."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        account_id: str | None = None,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._http = httpx.Client(
+            base_url=url.rstrip("/"), headers=_headers(token), timeout=timeout, transport=transport
+        )
+        self._calls: _ClientCalls | None = _ClientCalls(account_id) if account_id else None
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def _run(self, call: _Call[T]) -> T:
+        response = self._http.request(
+            call.method,
+            call.path,
+            params=call.params or None,
+            json=call.json_body,
+            content=call.content,
+            files=call.files,
+        )
+        if response.status_code == 404 and call.not_found is not ...:
+            return call.not_found  # type: ignore[no-any-return]
+        _raise_for(response)
+        return call.read(response)
+
+    def _stream(self, call: _Call[Any]) -> Iterator[bytes] | None:
+        request = self._http.build_request(call.method, call.path, params=call.params or None)
+        response = self._http.send(request, stream=True)
+        if response.status_code == 404:
+            response.close()
+            return None
+        if not response.is_success:
+            response.read()
+            response.close()
+            _raise_for(response)
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                yield from response.iter_bytes()
+            finally:
+                response.close()
+
+        return chunks()
+
+    @property
+    def account(self) -> _ClientCalls:
+        """The account's call descriptions (the account id is found on first use)."""
+        if self._calls is None:
+            self._calls = _ClientCalls(_pick_account(self._run(_accounts_call())))
+        return self._calls
+
+    @property
+    def account_id(self) -> str:
+        """The account this client acts in."""
+        return self.account.account_id
+
+    def list_namespaces(self) -> list[dict[str, Any]]:
+        """Every namespace the token can see, following pages to the end."""
+        out: list[dict[str, Any]] = []
+        page = 1
+        while batch := self._run(self.account.list_namespaces_call(page, 1000)):
+            out += batch
+            page += 1
+        return out
+
+    def create_namespace(self, title: str) -> dict[str, Any]:
+        """Create a namespace; returns {id, title, ...}."""
+        return self._run(self.account.create_namespace_call(title))
+
+    def rename_namespace(self, id_or_title: str, title: str) -> dict[str, Any]:
+        """Rename a namespace."""
+        return self._run(self.account.rename_namespace_call(self.resolve(id_or_title), title))
+
+    def delete_namespace(self, id_or_title: str) -> None:
+        """Delete a namespace and all its keys."""
+        self._run(self.account.delete_namespace_call(self.resolve(id_or_title)))
+
+    def resolve(self, id_or_title: str) -> str:
+        """A namespace id from an id or a title."""
+        if _HEX32.fullmatch(id_or_title) and self._run(
+            self.account.get_namespace_call(id_or_title)
+        ):
+            return id_or_title
+        found = _find_namespace([self.list_namespaces()], id_or_title)
+        if found is None:
+            raise api_error(404, 10013, f"no namespace with id or title {id_or_title!r}")
+        return found
+
+    def namespace(self, id_or_title: str) -> Namespace:
+        """A binding-shaped handle on one namespace."""
+        return Namespace(self, self.resolve(id_or_title))
+
+    def create_token(
+        self,
+        name: str = "",
+        *,
+        namespaces: Sequence[str] | None = None,
+        read_only: bool = False,
+        admin: bool = False,
+    ) -> dict[str, Any]:
+        """Create a token (needs an admin token); the secret is in ``value``, shown once."""
+        return self._run(self.account.create_token_call(name, namespaces, read_only, admin))
+
+    def list_tokens(self) -> list[dict[str, Any]]:
+        """The account's tokens (never their secrets)."""
+        return self._run(self.account.list_tokens_call())
+
+    def revoke_token(self, token_id: str) -> None:
+        """Revoke a token at once."""
+        self._run(self.account.revoke_token_call(token_id))
+
+
+class Namespace:
+    """One namespace through a sync client, shaped like a Workers KV binding."""
+
+    def __init__(self, client: Client, namespace_id: str) -> None:
+        self.id = namespace_id
+        self._client = client
+        self._calls = _NamespaceCalls(f"{client.account.namespaces}/{namespace_id}")
+
+    @overload
+    def get(self, key: str, type: ValueType = "text", cache_ttl: int | None = None) -> Any: ...
+    @overload
+    def get(
+        self, key: Sequence[str], type: ValueType = "text", cache_ttl: int | None = None
+    ) -> dict[str, Any]: ...
+    def get(
+        self, key: str | Sequence[str], type: ValueType = "text", cache_ttl: int | None = None
+    ) -> Any:
+        """A value (None if missing); with a list of keys, a dict of values (bulk get)."""
+        if not isinstance(key, str):
+            return self._client._run(self._calls.bulk_get_call(key, type, False, cache_ttl))
+        call = self._calls.get_call(key, type, cache_ttl)
+        if type == "stream":
+            return self._client._stream(call)
+        return self._client._run(call)
+
+    def get_with_metadata(
+        self, key: str | Sequence[str], type: ValueType = "text", cache_ttl: int | None = None
+    ) -> Any:
+        """A ValueWithMetadata; with a list of keys, a dict of them (None for missing keys)."""
+        if not isinstance(key, str):
+            return self._client._run(self._calls.bulk_get_call(key, type, True, cache_ttl))
+        return self._client._run(self._calls.get_with_metadata_call(key, type, cache_ttl))
+
+    def put(
+        self,
+        key: str,
+        value: str | bytes,
+        *,
+        expiration: int | None = None,
+        expiration_ttl: int | None = None,
+        metadata: Any = None,
+    ) -> None:
+        """Write a key (value, expiry and metadata are all replaced)."""
+        self._client._run(self._calls.put_call(key, value, expiration, expiration_ttl, metadata))
+
+    def delete(self, key: str) -> None:
+        """Delete a key; deleting a missing key succeeds."""
+        self._client._run(self._calls.delete_call(key))
+
+    def list(
+        self, *, prefix: str | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> ListResult:
+        """One page of keys in UTF-8 byte order."""
+        return self._client._run(self._calls.list_call(prefix, limit, cursor))
+
+    def metadata(self, key: str) -> Any:
+        """A key's metadata (REST ``metadata/{key}``)."""
+        return self._client._run(self._calls.metadata_call(key))
+
+    def bulk_put(self, items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """Write up to 10,000 items in the REST bulk format."""
+        return self._client._run(self._calls.bulk_put_call(items))
+
+    def bulk_delete(self, keys: Sequence[str]) -> dict[str, Any]:
+        """Delete up to 10,000 keys."""
+        return self._client._run(self._calls.bulk_delete_call(keys))
+
+
+class AsyncClient:
+    """An asyncio client for one pullkv server and account."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        account_id: str | None = None,
+        timeout: float = 60.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._http = httpx.AsyncClient(
+            base_url=url.rstrip("/"), headers=_headers(token), timeout=timeout, transport=transport
+        )
+        self._calls: _ClientCalls | None = _ClientCalls(account_id) if account_id else None
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def _run(self, call: _Call[T]) -> T:
+        response = await self._http.request(
+            call.method,
+            call.path,
+            params=call.params or None,
+            json=call.json_body,
+            content=call.content,
+            files=call.files,
+        )
+        if response.status_code == 404 and call.not_found is not ...:
+            return call.not_found  # type: ignore[no-any-return]
+        _raise_for(response)
+        return call.read(response)
+
+    async def _stream(self, call: _Call[Any]) -> AsyncIterator[bytes] | None:
+        request = self._http.build_request(call.method, call.path, params=call.params or None)
+        response = await self._http.send(request, stream=True)
+        if response.status_code == 404:
+            await response.aclose()
+            return None
+        if not response.is_success:
+            await response.aread()
+            await response.aclose()
+            _raise_for(response)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in response.aiter_bytes():
+                    yield chunk
+            finally:
+                await response.aclose()
+
+        return chunks()
+
+    async def account(self) -> _ClientCalls:
+        """The account's call descriptions (the account id is found on first use)."""
+        if self._calls is None:
+            self._calls = _ClientCalls(_pick_account(await self._run(_accounts_call())))
+        return self._calls
+
+    async def list_namespaces(self) -> list[dict[str, Any]]:
+        """Every namespace the token can see, following pages to the end."""
+        account = await self.account()
+        out: list[dict[str, Any]] = []
+        page = 1
+        while batch := await self._run(account.list_namespaces_call(page, 1000)):
+            out += batch
+            page += 1
+        return out
+
+    async def create_namespace(self, title: str) -> dict[str, Any]:
+        """Create a namespace; returns {id, title, ...}."""
+        return await self._run((await self.account()).create_namespace_call(title))
+
+    async def rename_namespace(self, id_or_title: str, title: str) -> dict[str, Any]:
+        """Rename a namespace."""
+        namespace_id = await self.resolve(id_or_title)
+        return await self._run((await self.account()).rename_namespace_call(namespace_id, title))
+
+    async def delete_namespace(self, id_or_title: str) -> None:
+        """Delete a namespace and all its keys."""
+        namespace_id = await self.resolve(id_or_title)
+        await self._run((await self.account()).delete_namespace_call(namespace_id))
+
+    async def resolve(self, id_or_title: str) -> str:
+        """A namespace id from an id or a title."""
+        account = await self.account()
+        if _HEX32.fullmatch(id_or_title):
+            found_by_id = await self._run(account.get_namespace_call(id_or_title))
+            if found_by_id is not None:
+                return id_or_title
+        found = _find_namespace([await self.list_namespaces()], id_or_title)
+        if found is None:
+            raise api_error(404, 10013, f"no namespace with id or title {id_or_title!r}")
+        return found
+
+    async def namespace(self, id_or_title: str) -> AsyncNamespace:
+        """A binding-shaped handle on one namespace."""
+        account = await self.account()
+        return AsyncNamespace(self, account, await self.resolve(id_or_title))
+
+
+class AsyncNamespace:
+    """One namespace through an async client, shaped like a Workers KV binding."""
+
+    def __init__(self, client: AsyncClient, account: _ClientCalls, namespace_id: str) -> None:
+        self.id = namespace_id
+        self._client = client
+        self._calls = _NamespaceCalls(f"{account.namespaces}/{namespace_id}")
+
+    async def get(
+        self, key: str | Sequence[str], type: ValueType = "text", cache_ttl: int | None = None
+    ) -> Any:
+        """A value (None if missing); with a list of keys, a dict of values (bulk get)."""
+        if not isinstance(key, str):
+            return await self._client._run(self._calls.bulk_get_call(key, type, False, cache_ttl))
+        call = self._calls.get_call(key, type, cache_ttl)
+        if type == "stream":
+            return await self._client._stream(call)
+        return await self._client._run(call)
+
+    async def get_with_metadata(
+        self, key: str | Sequence[str], type: ValueType = "text", cache_ttl: int | None = None
+    ) -> Any:
+        """A ValueWithMetadata; with a list of keys, a dict of them (None for missing keys)."""
+        if not isinstance(key, str):
+            return await self._client._run(self._calls.bulk_get_call(key, type, True, cache_ttl))
+        return await self._client._run(self._calls.get_with_metadata_call(key, type, cache_ttl))
+
+    async def put(
+        self,
+        key: str,
+        value: str | bytes,
+        *,
+        expiration: int | None = None,
+        expiration_ttl: int | None = None,
+        metadata: Any = None,
+    ) -> None:
+        """Write a key (value, expiry and metadata are all replaced)."""
+        await self._client._run(
+            self._calls.put_call(key, value, expiration, expiration_ttl, metadata)
+        )
+
+    async def delete(self, key: str) -> None:
+        """Delete a key; deleting a missing key succeeds."""
+        await self._client._run(self._calls.delete_call(key))
+
+    async def list(
+        self, *, prefix: str | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> ListResult:
+        """One page of keys in UTF-8 byte order."""
+        return await self._client._run(self._calls.list_call(prefix, limit, cursor))
+
+    async def metadata(self, key: str) -> Any:
+        """A key's metadata (REST ``metadata/{key}``)."""
+        return await self._client._run(self._calls.metadata_call(key))
+
+    async def bulk_put(self, items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """Write up to 10,000 items in the REST bulk format."""
+        return await self._client._run(self._calls.bulk_put_call(items))
+
+    async def bulk_delete(self, keys: Sequence[str]) -> dict[str, Any]:
+        """Delete up to 10,000 keys."""
+        return await self._client._run(self._calls.bulk_delete_call(keys))

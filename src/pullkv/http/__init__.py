@@ -1,0 +1,1 @@
+"""HTTP mechanism: the ASGI application, its routes and request helpers."""

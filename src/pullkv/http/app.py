@@ -1,0 +1,116 @@
+"""The ASGI application of an origin: authentication, routing, errors and lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from pullkv import errors
+from pullkv.auth import Authenticator
+from pullkv.http.asgi import Receive, Request, Response, Scope, Send, envelope, error_response
+from pullkv.http.rest import ACCOUNTS_PREFIX, RestAPI
+from pullkv.origin.service import KVService
+from pullkv.types import TokenRecord
+
+log = logging.getLogger("pullkv.http")
+
+
+def _accounts(token: TokenRecord) -> Response:
+    accounts = [{"id": token.account_id, "name": f"pullkv account {token.account_id}"}]
+    return envelope(accounts, {"page": 1, "per_page": 20, "count": 1, "total_count": 1})
+
+
+def _memberships(token: TokenRecord) -> Response:
+    account = {"id": token.account_id, "name": f"pullkv account {token.account_id}"}
+    info = {"page": 1, "per_page": 20, "count": 1, "total_count": 1}
+    return envelope([{"id": token.id, "account": account, "status": "accepted"}], info)
+
+
+def _verify(token: TokenRecord) -> Response:
+    return envelope({"id": token.id, "status": "active"})
+
+
+# Identity endpoints that Cloudflare clients call to discover their account (wrangler calls
+# /memberships and /accounts when no account id is configured).
+_IDENTITY_ROUTES: dict[str, Callable[[TokenRecord], Response]] = {
+    "/client/v4/accounts": _accounts,
+    "/client/v4/memberships": _memberships,
+    "/client/v4/user/tokens/verify": _verify,
+}
+
+
+class App:
+    """An ASGI app serving the REST API over one KV service."""
+
+    def __init__(
+        self,
+        service: KVService,
+        authenticator: Authenticator,
+        *,
+        background: list[Callable[[], Coroutine[Any, Any, None]]] | None = None,
+        on_shutdown: Callable[[], Coroutine[Any, Any, None]] | None = None,
+    ) -> None:
+        self.service = service
+        self.authenticator = authenticator
+        self.rest = RestAPI(service)
+        self._background = background or []
+        self._on_shutdown = on_shutdown
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            request = Request(scope, receive)
+            response = await self.handle(request)
+            await response.send(send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def handle(self, request: Request) -> Response:
+        """Answer one request; every failure becomes a Cloudflare error envelope."""
+        try:
+            return await self._route(request)
+        except errors.KVError as exc:
+            if exc.status >= 500:
+                log.error(
+                    "request failed status=%d code=%d method=%s message=%r",
+                    exc.status,
+                    exc.code,
+                    request.method,
+                    exc.message,
+                )
+            return error_response(exc)
+        except Exception:
+            log.exception("unhandled error method=%s", request.method)
+            return error_response(errors.internal_error())
+
+    async def _route(self, request: Request) -> Response:
+        path = request.raw_path
+        if path.startswith(ACCOUNTS_PREFIX):
+            token = await self.authenticator.authenticate(request.header("authorization"))
+            return await self.rest.dispatch(request, token)
+        if path == "/healthz":
+            return Response(200, b"ok\n", b"text/plain")
+        if request.method == "GET" and path in _IDENTITY_ROUTES:
+            token = await self.authenticator.authenticate(request.header("authorization"))
+            return _IDENTITY_ROUTES[path](token)
+        raise errors.no_route(path)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self._tasks = [asyncio.create_task(job()) for job in self._background]
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                for task in self._tasks:
+                    task.cancel()
+                for task in self._tasks:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+                if self._on_shutdown is not None:
+                    await self._on_shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return

@@ -1,0 +1,158 @@
+"""A tiny ASGI layer: requests, responses and bounded body reading.
+
+pullkv speaks raw ASGI rather than through a framework because its routes need the raw
+(still percent-encoded) path, and because the hot read path must add almost nothing to the
+HTTP server's own cost.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs
+
+from pullkv import errors
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+JSON_TYPE = b"application/json"
+OCTET_TYPE = b"application/octet-stream"
+
+
+class Request:
+    """One HTTP request: method, raw path, query, headers and a body read on demand."""
+
+    __slots__ = ("_query", "headers", "method", "raw_path", "receive", "scope")
+
+    def __init__(self, scope: Scope, receive: Receive) -> None:
+        self.scope = scope
+        self.receive = receive
+        self.method: str = scope["method"]
+        raw = scope.get("raw_path")
+        self.raw_path: str = raw.decode("latin-1") if raw else scope["path"]
+        if "?" in self.raw_path:  # some servers leave the query on raw_path
+            self.raw_path = self.raw_path.split("?", 1)[0]
+        self.headers: dict[str, str] = {
+            k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]
+        }
+        self._query: dict[str, list[str]] | None = None
+
+    def header(self, name: str) -> str | None:
+        """A request header by lower-case name."""
+        return self.headers.get(name)
+
+    def query(self, name: str) -> str | None:
+        """A query parameter; a parameter given twice is a 400."""
+        if self._query is None:
+            text = self.scope.get("query_string", b"").decode("latin-1")
+            self._query = parse_qs(text, keep_blank_values=True, encoding="utf-8", errors="replace")
+        values = self._query.get(name)
+        if not values:
+            return None
+        if len(values) > 1:
+            raise errors.bad_request(f"Query parameter {name!r} was given more than once")
+        return values[0]
+
+    def content_length(self) -> int | None:
+        """The declared body length, if any."""
+        raw = self.headers.get("content-length")
+        if raw is None:
+            return None
+        if not raw.strip().isdigit():
+            raise errors.bad_request(f"Invalid Content-Length {raw!r}")
+        return int(raw)
+
+    async def body(self, limit: int, too_large: Callable[[int], errors.KVError]) -> bytes:
+        """The whole body, refused with ``too_large(length)`` past ``limit`` bytes.
+
+        A declared length over the limit is refused before reading. A chunked body is counted
+        as it arrives; once over the limit the rest is drained (not kept) so the error can
+        name the real length.
+        """
+        declared = self.content_length()
+        if declared is not None and declared > limit:
+            raise too_large(declared)
+        chunks: list[bytes] = []
+        size = 0
+        over = False
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise errors.bad_request("client disconnected before sending the whole body")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                over = True
+                chunks.clear()
+            elif not over:
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        if over:
+            raise too_large(size)
+        return b"".join(chunks)
+
+    async def json(self, limit: int) -> Any:
+        """The body parsed as JSON; 400 naming the problem if it is not."""
+        raw = await self.body(limit, lambda _: errors.request_too_large(limit))
+        if not raw.strip():
+            raise errors.bad_request("Request body is empty; expected JSON")
+        try:
+            return json.loads(raw)
+        except UnicodeDecodeError:
+            raise errors.bad_request("Request body is not UTF-8") from None
+        except ValueError as exc:
+            raise errors.bad_request(f"Request body is not valid JSON: {exc}") from None
+
+
+@dataclass(slots=True)
+class Response:
+    """A complete response."""
+
+    status: int
+    body: bytes
+    content_type: bytes = JSON_TYPE
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+    async def send(self, send: Send) -> None:
+        """Write the response to the ASGI connection."""
+        headers = [
+            (b"content-type", self.content_type),
+            (b"content-length", str(len(self.body)).encode()),
+            *self.headers,
+        ]
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+def dump_json(payload: Any) -> bytes:
+    """Compact UTF-8 JSON."""
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def envelope(result: Any, result_info: dict[str, Any] | None = None, status: int = 200) -> Response:
+    """A Cloudflare v4 success envelope."""
+    payload: dict[str, Any] = {"success": True, "errors": [], "messages": [], "result": result}
+    if result_info is not None:
+        payload["result_info"] = result_info
+    return Response(status, dump_json(payload))
+
+
+def error_response(error: errors.KVError) -> Response:
+    """A Cloudflare v4 failure envelope with the error's status.
+
+    Client errors that a retry cannot fix say so (``x-should-retry: false``), since the
+    Cloudflare SDKs otherwise retry 409s; a 429 says when to come back.
+    """
+    headers: list[tuple[bytes, bytes]] = []
+    if error.status == 429:
+        headers.append((b"retry-after", b"1"))
+    elif 400 <= error.status < 500 and error.status != 408:
+        headers.append((b"x-should-retry", b"false"))
+    return Response(error.status, dump_json(error.envelope()), headers=headers)

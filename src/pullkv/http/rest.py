@@ -1,0 +1,443 @@
+"""The Cloudflare v4 REST API for KV, under ``/client/v4/accounts/{account_id}``.
+
+Routing works on the raw path so that a key's ``%2F`` stays part of the key: the key is
+percent-decoded exactly once, here.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pullkv import errors
+from pullkv.auth import authorize, generate_token, make_record
+from pullkv.http.asgi import OCTET_TYPE, Request, Response, envelope
+from pullkv.http.multipart import parse_form
+from pullkv.origin.service import BulkType, KVService, render_bulk_get
+from pullkv.types import TokenRecord, ValueWrite
+from pullkv.validate import (
+    decode_key,
+    metadata_from_object,
+    parse_cache_ttl,
+    parse_int,
+    parse_list_limit,
+    resolve_expiration,
+    validate_id,
+    validate_key,
+    validate_metadata_text,
+    validate_value_size,
+)
+
+ACCOUNTS_PREFIX = "/client/v4/accounts/"
+
+
+@dataclass(slots=True)
+class Call:
+    """A routed request: who asks, for which account, namespace and key."""
+
+    request: Request
+    token: TokenRecord
+    account_id: str
+    namespace_id: str = ""
+    key: str = ""
+    token_id: str = ""
+
+
+Handler = Callable[["RestAPI", Call], Awaitable[Response]]
+
+
+def header_json(metadata_json: str) -> bytes:
+    """Metadata re-serialised as ASCII-only JSON, safe in an HTTP header."""
+    return json.dumps(json.loads(metadata_json), separators=(",", ":")).encode("ascii")
+
+
+def _one_of(name: str, raw: str | None, allowed: tuple[str, ...], default: str) -> str:
+    if raw is None or raw == "":
+        return default
+    if raw not in allowed:
+        raise errors.bad_request(f"Invalid {name} {raw!r}: expected one of {', '.join(allowed)}")
+    return raw
+
+
+def _positive(name: str, raw: str | None, default: int) -> int:
+    if raw is None or raw == "":
+        return default
+    value = parse_int(name, raw)
+    if value < 1:
+        raise errors.bad_request(f"Invalid {name} of {value}: must be at least 1")
+    return value
+
+
+def _expiration_param(name: str, raw: Any) -> int | None:
+    """An expiration field from a query or a JSON body: an integer or a numeric string."""
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, bool):
+        raise errors.bad_request(f"Invalid {name} of {raw!r}: expected an integer")
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, float) and raw.is_integer():
+        return int(raw)
+    if isinstance(raw, str):
+        return parse_int(name, raw)
+    raise errors.bad_request(f"Invalid {name} of {raw!r}: expected an integer")
+
+
+class RestAPI:
+    """Route handlers over a KVService."""
+
+    def __init__(self, service: KVService) -> None:
+        self.service = service
+        self.limits = service.limits
+
+    async def dispatch(self, request: Request, token: TokenRecord) -> Response:
+        """Route a request under the accounts prefix and run its handler."""
+        rest = request.raw_path[len(ACCOUNTS_PREFIX) :]
+        parts = rest.split("/")
+        account_id = validate_id("account", parts[0])
+        call = Call(request, token, account_id)
+        tail = parts[1:]
+        if tail and tail[0] == "tokens":
+            return await self._tokens(call, tail[1:])
+        if tail[:3] != ["storage", "kv", "namespaces"]:
+            raise errors.no_route(request.raw_path)
+        tail = tail[3:]
+        # ".../namespaces/" (as httpx's base_url joins it) names the collection; a trailing
+        # slash after a namespace id does not (wrangler turns the key ".." into one).
+        if not tail or tail == [""]:
+            return await self._run(
+                call, {"GET": RestAPI.list_namespaces, "POST": RestAPI.create_namespace}
+            )
+        call.namespace_id = validate_id("namespace", tail[0])
+        sub = tail[1:]
+        if not sub:
+            handlers = {
+                "GET": RestAPI.get_namespace,
+                "PUT": RestAPI.rename_namespace,
+                "DELETE": RestAPI.delete_namespace,
+            }
+            return await self._run(call, handlers)
+        head = sub[0]
+        if head in ("values", "metadata") and len(sub) >= 2:
+            call.key = decode_key("/".join(sub[1:]))
+            if head == "metadata":
+                return await self._run(call, {"GET": RestAPI.get_metadata})
+            handlers = {
+                "GET": RestAPI.get_value,
+                "PUT": RestAPI.put_value,
+                "DELETE": RestAPI.delete_value,
+            }
+            return await self._run(call, handlers)
+        if sub == ["keys"]:
+            return await self._run(call, {"GET": RestAPI.list_keys})
+        if sub == ["bulk"]:
+            return await self._run(call, {"PUT": RestAPI.bulk_put, "DELETE": RestAPI.bulk_delete})
+        if sub == ["bulk", "delete"]:
+            return await self._run(call, {"POST": RestAPI.bulk_delete})
+        if sub == ["bulk", "get"]:
+            return await self._run(call, {"POST": RestAPI.bulk_get})
+        raise errors.no_route(request.raw_path)
+
+    async def _run(self, call: Call, handlers: Mapping[str, Handler]) -> Response:
+        handler = handlers.get(call.request.method)
+        if handler is None:
+            raise errors.method_not_allowed(call.request.method)
+        return await handler(self, call)
+
+    # Namespaces.
+    async def list_namespaces(self, call: Call) -> Response:
+        """GET namespaces: page, per_page (clamped to 1,000), order, direction."""
+        request = call.request
+        authorize(call.token, call.account_id)
+        page = _positive("page", request.query("page"), 1)
+        per_page = min(
+            _positive(
+                "per_page", request.query("per_page"), self.limits.namespaces_default_per_page
+            ),
+            self.limits.namespaces_max_per_page,
+        )
+        order = _one_of("order", request.query("order"), ("id", "title"), "title")
+        direction = _one_of("direction", request.query("direction"), ("asc", "desc"), "asc")
+        namespaces, total = await self.service.list_namespaces(
+            call.account_id,
+            page=page,
+            per_page=per_page,
+            order="id" if order == "id" else "title",
+            descending=direction == "desc",
+            only=call.token.namespaces,
+        )
+        info = {
+            "page": page,
+            "per_page": per_page,
+            "count": len(namespaces),
+            "total_count": total,
+            "total_pages": (total + per_page - 1) // per_page,
+        }
+        return envelope([n.to_api() for n in namespaces], info)
+
+    async def create_namespace(self, call: Call) -> Response:
+        """POST namespaces: {"title"}."""
+        authorize(call.token, call.account_id, write=True, account_wide=True)
+        body = await call.request.json(self.limits.json_body_max_bytes)
+        if not isinstance(body, dict) or "title" not in body:
+            raise errors.bad_request('Request body must be a JSON object with a "title"')
+        namespace = await self.service.create_namespace(call.account_id, body["title"])
+        return envelope(namespace.to_api())
+
+    async def get_namespace(self, call: Call) -> Response:
+        """GET namespaces/{id}."""
+        authorize(call.token, call.account_id, namespace_id=call.namespace_id)
+        namespace = await self.service.namespace(
+            call.account_id, call.namespace_id, "get namespace"
+        )
+        return envelope(namespace.to_api())
+
+    async def rename_namespace(self, call: Call) -> Response:
+        """PUT namespaces/{id}: {"title"}."""
+        authorize(call.token, call.account_id, write=True, account_wide=True)
+        body = await call.request.json(self.limits.json_body_max_bytes)
+        if not isinstance(body, dict) or "title" not in body:
+            raise errors.bad_request('Request body must be a JSON object with a "title"')
+        namespace = await self.service.rename_namespace(
+            call.account_id, call.namespace_id, body["title"]
+        )
+        return envelope(namespace.to_api())
+
+    async def delete_namespace(self, call: Call) -> Response:
+        """DELETE namespaces/{id}: the namespace and all its keys."""
+        authorize(call.token, call.account_id, write=True, account_wide=True)
+        await self.service.delete_namespace(call.account_id, call.namespace_id)
+        return envelope(None)
+
+    # Values.
+    async def get_value(self, call: Call) -> Response:
+        """GET values/{key}: the raw bytes, with an ``expiration`` header when set."""
+        authorize(call.token, call.account_id, namespace_id=call.namespace_id)
+        parse_cache_ttl(call.request.query("cache_ttl"), self.limits)
+        entry = await self.service.get(call.account_id, call.namespace_id, call.key)
+        if entry is None:
+            raise errors.key_not_found("get")
+        headers = []
+        if entry.expiration is not None:
+            headers.append((b"expiration", str(entry.expiration).encode()))
+        if entry.metadata_json is not None:
+            headers.append((b"cf-kv-metadata", header_json(entry.metadata_json)))
+        return Response(200, entry.value, OCTET_TYPE, headers)
+
+    async def get_metadata(self, call: Call) -> Response:
+        """GET metadata/{key}: the key's metadata as JSON (null when it has none)."""
+        authorize(call.token, call.account_id, namespace_id=call.namespace_id)
+        entry = await self.service.get(call.account_id, call.namespace_id, call.key)
+        if entry is None:
+            raise errors.key_not_found("metadata")
+        return envelope(json.loads(entry.metadata_json) if entry.metadata_json else None)
+
+    async def put_value(self, call: Call) -> Response:
+        """PUT values/{key}: a raw body, or multipart with ``value`` and ``metadata`` parts."""
+        authorize(call.token, call.account_id, namespace_id=call.namespace_id, write=True)
+        request = call.request
+        key = validate_key(call.key, self.limits)
+        expiration = resolve_expiration(
+            _expiration_param("expiration", request.query("expiration")),
+            _expiration_param("expiration_ttl", request.query("expiration_ttl")),
+            self.service.clock(),
+            self.limits,
+        )
+        await self.service.namespace(call.account_id, call.namespace_id, "put")
+        max_value = self.limits.max_value_bytes
+        content_type = request.header("content-type") or ""
+        metadata_json: str | None = None
+        if content_type.lower().startswith("multipart/form-data"):
+            limit = max_value + self.limits.multipart_overhead_bytes
+            body = await request.body(limit, lambda n: errors.value_too_large(n, max_value))
+            parts = parse_form(content_type, body)
+            if "value" not in parts:
+                raise errors.bad_request('multipart/form-data body has no "value" part')
+            value = parts["value"].data
+            if "metadata" in parts:
+                try:
+                    text = parts["metadata"].data.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise errors.invalid_metadata("the metadata part is not UTF-8") from None
+                metadata_json = validate_metadata_text(text, self.limits)
+        else:
+            value = await request.body(max_value, lambda n: errors.value_too_large(n, max_value))
+        validate_value_size(len(value), self.limits)
+        await self.service.put(
+            call.account_id, call.namespace_id, ValueWrite(key, value, metadata_json, expiration)
+        )
+        return envelope(None)
+
+    async def delete_value(self, call: Call) -> Response:
+        """DELETE values/{key}: succeeds whether or not the key exists."""
+        authorize(call.token, call.account_id, namespace_id=call.namespace_id, write=True)
+        await self.service.delete(call.account_id, call.namespace_id, call.key)
+        return envelope(None)
+
+    # Keys.
+    async def list_keys(self, call: Call) -> Response:
+        """GET keys: prefix, limit (1..1000), cursor; cursor is "" on the last page."""
+        authorize(call.token, call.account_id, namespace_id=call.namespace_id)
+        request = call.request
+        page = await self.service.list_keys(
+            call.account_id,
+            call.namespace_id,
+            prefix=request.query("prefix") or "",
+            limit=parse_list_limit(request.query("limit"), self.limits),
+            cursor=request.query("cursor") or None,
+        )
+        result = []
+        for info in page.keys:
+            item: dict[str, Any] = {"name": info.name}
+            if info.expiration is not None:
+                item["expiration"] = info.expiration
+            if info.metadata_json is not None:
+                item["metadata"] = json.loads(info.metadata_json)
+            result.append(item)
+        return envelope(result, {"count": len(result), "cursor": page.cursor or ""})
+
+    # Bulk.
+    async def bulk_put(self, call: Call) -> Response:
+        """PUT bulk: an array of {key, value, base64?, expiration?, expiration_ttl?, metadata?}."""
+        authorize(call.token, call.account_id, namespace_id=call.namespace_id, write=True)
+        body = await call.request.json(self.limits.bulk_max_body_bytes)
+        if not isinstance(body, list):
+            raise errors.bad_request("Request body must be a JSON array of key-value objects")
+        if len(body) > self.limits.bulk_write_max_items:
+            raise errors.bulk_too_many(len(body), self.limits.bulk_write_max_items)
+        now = self.service.clock()
+        writes = [self._bulk_item(index, item, now) for index, item in enumerate(body)]
+        result = await self.service.bulk_put(call.account_id, call.namespace_id, writes)
+        return envelope(result.to_api())
+
+    def _bulk_item(self, index: int, item: Any, now: float) -> ValueWrite:
+        try:
+            if not isinstance(item, dict):
+                raise errors.bad_request("expected an object with key and value")
+            key, value = item.get("key"), item.get("value")
+            if not isinstance(key, str):
+                raise errors.bad_request('"key" must be a string')
+            if not isinstance(value, str):
+                raise errors.bad_request('"value" must be a string')
+            validate_key(key, self.limits)
+            use_base64 = item.get("base64", False)
+            if not isinstance(use_base64, bool):
+                raise errors.bad_request('"base64" must be true or false')
+            if use_base64:
+                try:
+                    raw = base64.b64decode(value, validate=True)
+                except (binascii.Error, ValueError):
+                    raise errors.bad_request('"value" is not valid base64') from None
+            else:
+                raw = value.encode("utf-8")
+            validate_value_size(len(raw), self.limits)
+            metadata = None
+            if item.get("metadata") is not None:
+                metadata = metadata_from_object(item["metadata"], self.limits)
+            expiration = resolve_expiration(
+                _expiration_param("expiration", item.get("expiration")),
+                _expiration_param("expiration_ttl", item.get("expiration_ttl")),
+                now,
+                self.limits,
+            )
+            return ValueWrite(key, raw, metadata, expiration)
+        except errors.KVError as exc:
+            raise errors.KVError(exc.status, exc.code, f"item {index}: {exc.message}") from None
+
+    async def bulk_delete(self, call: Call) -> Response:
+        """POST bulk/delete or DELETE bulk: a JSON array of key names."""
+        authorize(call.token, call.account_id, namespace_id=call.namespace_id, write=True)
+        body = await call.request.json(self.limits.bulk_max_body_bytes)
+        if not isinstance(body, list) or not all(isinstance(k, str) for k in body):
+            raise errors.bad_request("Request body must be a JSON array of key names (strings)")
+        result = await self.service.bulk_delete(call.account_id, call.namespace_id, body)
+        return envelope(result.to_api())
+
+    async def bulk_get(self, call: Call) -> Response:
+        """POST bulk/get: {"keys": [...], "type": "text"|"json", "withMetadata": bool}."""
+        authorize(call.token, call.account_id, namespace_id=call.namespace_id)
+        body = await call.request.json(self.limits.json_body_max_bytes)
+        keys, kind, with_metadata = parse_bulk_get(body)
+        entries = await self.service.get_many(call.account_id, call.namespace_id, keys)
+        values = render_bulk_get(entries, kind, with_metadata, self.limits)
+        return envelope({"values": values})
+
+    # Tokens (pullkv's own; Cloudflare keeps account tokens under the same path).
+    async def _tokens(self, call: Call, tail: list[str]) -> Response:
+        if not tail:
+            return await self._run(call, {"GET": RestAPI.list_tokens, "POST": RestAPI.create_token})
+        if len(tail) == 1 and tail[0]:
+            call.token_id = tail[0]
+            return await self._run(call, {"DELETE": RestAPI.revoke_token})
+        raise errors.no_route(call.request.raw_path)
+
+    async def list_tokens(self, call: Call) -> Response:
+        """GET tokens: the account's tokens, never their secrets."""
+        authorize(call.token, call.account_id, admin=True)
+        tokens = await self.service.store.list_tokens(call.account_id)
+        return envelope([t.to_api() for t in tokens])
+
+    async def create_token(self, call: Call) -> Response:
+        """POST tokens: {name, namespaces?, read_only?, admin?}; the token is shown once."""
+        authorize(call.token, call.account_id, admin=True)
+        body = await call.request.json(self.limits.json_body_max_bytes)
+        if not isinstance(body, dict):
+            raise errors.bad_request("Request body must be a JSON object")
+        name = body.get("name", "")
+        namespaces = body.get("namespaces")
+        read_only = body.get("read_only", False)
+        admin = body.get("admin", False)
+        if not isinstance(name, str):
+            raise errors.bad_request('"name" must be a string')
+        if namespaces is not None:
+            if not isinstance(namespaces, list) or not all(isinstance(n, str) for n in namespaces):
+                raise errors.bad_request('"namespaces" must be a list of namespace ids')
+            for namespace_id in namespaces:
+                validate_id("namespace", namespace_id)
+                await self.service.namespace(call.account_id, namespace_id, "create token")
+        if not isinstance(read_only, bool) or not isinstance(admin, bool):
+            raise errors.bad_request('"read_only" and "admin" must be true or false')
+        token_id, token = generate_token()
+        record = make_record(
+            token,
+            token_id,
+            call.account_id,
+            name,
+            now=int(self.service.clock()),
+            namespaces=namespaces,
+            read_only=read_only,
+            admin=admin,
+        )
+        await self.service.store.add_token(record)
+        return envelope({**record.to_api(), "value": token})
+
+    async def revoke_token(self, call: Call) -> Response:
+        """DELETE tokens/{id}: revoke at once."""
+        authorize(call.token, call.account_id, admin=True)
+        if not await self.service.store.revoke_token(
+            call.account_id, call.token_id, int(self.service.clock())
+        ):
+            raise errors.token_not_found(call.token_id)
+        return envelope({"id": call.token_id})
+
+
+def parse_bulk_get(body: Any) -> tuple[list[str], BulkType, bool]:
+    """Validate a bulk get body: keys (strings), type (text|json), withMetadata (bool)."""
+    if not isinstance(body, dict):
+        raise errors.bad_request('Request body must be a JSON object with "keys"')
+    keys = body.get("keys")
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise errors.bad_request('"keys" must be an array of key names (strings)')
+    kind = body.get("type", "text")
+    if kind is None:
+        kind = "text"
+    if kind not in ("text", "json"):
+        raise errors.bulk_get_bad_type(kind)
+    with_metadata = body.get("withMetadata", False)
+    if not isinstance(with_metadata, bool):
+        raise errors.bad_request('"withMetadata" must be true or false')
+    return keys, ("json" if kind == "json" else "text"), with_metadata

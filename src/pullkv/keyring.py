@@ -1,0 +1,123 @@
+"""The keyring's life cycle on a store: load, create, rotate and re-encrypt."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pullkv.crypto import CryptoError, Keyring, key_id_of, new_key, part_aad, unwrap_key, wrap_key
+from pullkv.store.base import Store
+
+
+async def load_keyring(store: Store, master_key: bytes, *, create: bool = True) -> Keyring:
+    """The store's keyring, unwrapped with the master key; the newest key is current.
+
+    A store with no data key gets its first one when ``create`` is set.
+    """
+    rows = await store.data_keys()
+    if not rows:
+        if not create:
+            raise CryptoError("the store has no data keys yet")
+        await store.add_data_key(1, wrap_key(master_key, 1, new_key()))
+        rows = await store.data_keys()
+    keys = {key_id: unwrap_key(master_key, key_id, wrapped) for key_id, wrapped in rows}
+    return Keyring(keys, max(keys))
+
+
+async def rotate(store: Store, master_key: bytes) -> int:
+    """Add a new data key, which becomes current for new writes; return its id."""
+    await load_keyring(store, master_key)  # proves the master key opens the existing keys
+    while True:
+        rows = await store.data_keys()
+        key_id = max((k for k, _ in rows), default=0) + 1
+        if await store.add_data_key(key_id, wrap_key(master_key, key_id, new_key())):
+            return key_id
+
+
+@dataclass(frozen=True, slots=True)
+class ReencryptReport:
+    """What a re-encryption pass did."""
+
+    scanned: int
+    resealed: int
+    skipped_changed: int
+
+
+async def reencrypt(
+    store: Store,
+    keyring: Keyring,
+    *,
+    batch: int = 500,
+    progress: Callable[[int], None] | None = None,
+) -> ReencryptReport:
+    """Re-seal every entry not under the current key with the current key.
+
+    Runs beside a live server: an entry rewritten meanwhile is skipped (it already carries the
+    current key), because each re-seal only applies if the entry's version is unchanged.
+    """
+    scanned = resealed = skipped = 0
+    after: tuple[str, str] | None = None
+    while True:
+        page = await store.scan_entries(after, batch)
+        if not page:
+            break
+        for namespace_id, entry in page:
+            scanned += 1
+            needs_value = key_id_of(entry.value) != keyring.current_id
+            needs_meta = (
+                entry.metadata is not None and key_id_of(entry.metadata) != keyring.current_id
+            )
+            if not (needs_value or needs_meta):
+                continue
+            value_aad = part_aad(namespace_id, entry.key, "value")
+            value = keyring.seal(keyring.open(entry.value, value_aad), value_aad)
+            metadata = None
+            if entry.metadata is not None:
+                meta_aad = part_aad(namespace_id, entry.key, "metadata")
+                metadata = keyring.seal(keyring.open(entry.metadata, meta_aad), meta_aad)
+            if await store.reseal(namespace_id, entry.key, entry.version, value, metadata):
+                resealed += 1
+            else:
+                skipped += 1
+        after = (page[-1][0], page[-1][1].key)
+        if progress is not None:
+            progress(len(page))
+    return ReencryptReport(scanned, resealed, skipped)
+
+
+class KeyringHolder:
+    """The keyring a server uses, reloaded when a ciphertext names a key it does not hold
+    or when the refresh interval has passed (another process may have rotated)."""
+
+    def __init__(
+        self,
+        store: Store,
+        master_key: bytes,
+        keyring: Keyring,
+        clock: Callable[[], float],
+        *,
+        refresh_seconds: float = 30.0,
+    ) -> None:
+        self._store = store
+        self._master_key = master_key
+        self.keyring = keyring
+        self._clock = clock
+        self._refresh_seconds = refresh_seconds
+        self._loaded_at = clock()
+
+    async def current(self) -> Keyring:
+        """The keyring for sealing new writes, refreshed now and then."""
+        if self._clock() - self._loaded_at >= self._refresh_seconds:
+            await self.reload()
+        return self.keyring
+
+    async def for_blob(self, blob: bytes) -> Keyring:
+        """A keyring that holds the key ``blob`` names, reloading once if needed."""
+        if not self.keyring.has(key_id_of(blob)):
+            await self.reload()
+        return self.keyring
+
+    async def reload(self) -> None:
+        """Read the keyring from the store again."""
+        self.keyring = await load_keyring(self._store, self._master_key)
+        self._loaded_at = self._clock()

@@ -1,0 +1,46 @@
+"""Every limit pullkv enforces, in one place, written as data.
+
+The defaults are Workers KV's published limits. A server may be started with a lowered
+expiration floor (tests) or another same-key write rate; nothing else is meant to change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The limits of one server. Instances are immutable; use :meth:`with_changes`."""
+
+    max_key_bytes: int = 512
+    max_value_bytes: int = 25 * MIB  # 26,214,400
+    max_metadata_bytes: int = 1024
+    min_expiration_ttl: int = 60
+    default_cache_ttl: int = 60
+    min_cache_ttl: int = 30
+    list_default_limit: int = 1000
+    list_max_limit: int = 1000
+    bulk_get_max_keys: int = 100
+    bulk_get_max_response_bytes: int = 25 * MIB
+    bulk_write_max_items: int = 10_000
+    bulk_max_body_bytes: int = 100_000_000
+    # Multipart framing and the metadata part ride on top of the value.
+    multipart_overhead_bytes: int = 64 * 1024
+    json_body_max_bytes: int = 1 * MIB
+    writes_per_key_per_second: float = 1.0  # 0 disables the same-key rate limit
+    max_title_chars: int = 512
+    max_namespaces_per_account: int = 1000
+    namespaces_default_per_page: int = 20
+    namespaces_max_per_page: int = 1000
+    # Workers KV uses 32-bit signed integers for expirations on the binding.
+    max_epoch_seconds: int = 2_147_483_647
+
+    def with_changes(self, **changes: object) -> Limits:
+        """Return a copy with some limits changed."""
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+DEFAULT_LIMITS = Limits()

@@ -1,0 +1,1 @@
+"""The authoritative service in front of a store."""

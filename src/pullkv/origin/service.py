@@ -1,0 +1,306 @@
+"""The KV service: Workers KV semantics over a store.
+
+It validates (limits), encrypts, enforces expiry and the same-key write rate, and decides
+namespace visibility per account. It knows nothing of HTTP; the clock is injected.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+from pullkv import errors
+from pullkv.crypto import CryptoError, part_aad
+from pullkv.cursor import decode_cursor, encode_cursor
+from pullkv.keyring import KeyringHolder
+from pullkv.limits import Limits
+from pullkv.ratelimit import WriteRateLimiter
+from pullkv.store.base import NamespaceOrder, Store
+from pullkv.types import (
+    BulkResult,
+    Entry,
+    KeyInfo,
+    KeyPage,
+    Namespace,
+    SealedEntry,
+    SealedWrite,
+    ValueWrite,
+)
+from pullkv.validate import validate_key, validate_prefix, validate_title
+
+BulkType = Literal["text", "json"]
+_NAMESPACE_CACHE_SECONDS = 5.0
+
+
+class KVService:
+    """Every KV operation of one origin (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: Store,
+        keys: KeyringHolder,
+        limits: Limits,
+        clock: Callable[[], float],
+    ) -> None:
+        self.store = store
+        self.keys = keys
+        self.limits = limits
+        self.clock = clock
+        self.rate = WriteRateLimiter(limits.writes_per_key_per_second)
+        self._namespaces: dict[str, tuple[Namespace, float]] = {}
+
+    # Namespaces.
+    async def namespace(self, account_id: str, namespace_id: str, operation: str) -> Namespace:
+        """The namespace if it exists in this account; 404 otherwise."""
+        now = self.clock()
+        cached = self._namespaces.get(namespace_id)
+        if cached is not None and cached[1] > now:
+            namespace = cached[0]
+        else:
+            found = await self.store.get_namespace(namespace_id)
+            if found is None:
+                raise errors.namespace_not_found(operation)
+            namespace = found
+            self._namespaces[namespace_id] = (namespace, now + _NAMESPACE_CACHE_SECONDS)
+        if namespace.account_id != account_id:
+            raise errors.namespace_not_found(operation)
+        return namespace
+
+    async def list_namespaces(
+        self,
+        account_id: str,
+        *,
+        page: int,
+        per_page: int,
+        order: NamespaceOrder,
+        descending: bool,
+        only: Sequence[str] | None = None,
+    ) -> tuple[list[Namespace], int]:
+        """A page of the account's namespaces and their total; a page past the end is empty."""
+        return await self.store.list_namespaces(
+            account_id, order, descending, (page - 1) * per_page, per_page, only
+        )
+
+    async def create_namespace(self, account_id: str, title: Any) -> Namespace:
+        """Create a namespace with a new 32-hex id; 400 (10014) if the title is taken."""
+        clean = validate_title(title, self.limits)
+        namespace = Namespace(uuid.uuid4().hex, account_id, clean)
+        return await self.store.create_namespace(namespace, self.limits.max_namespaces_per_account)
+
+    async def rename_namespace(self, account_id: str, namespace_id: str, title: Any) -> Namespace:
+        """Give a namespace a new title."""
+        clean = validate_title(title, self.limits)
+        await self.namespace(account_id, namespace_id, "rename namespace")
+        renamed = await self.store.rename_namespace(namespace_id, clean)
+        self._namespaces.pop(namespace_id, None)
+        return renamed
+
+    async def delete_namespace(self, account_id: str, namespace_id: str) -> None:
+        """Delete a namespace and all its keys."""
+        await self.namespace(account_id, namespace_id, "delete namespace")
+        self._namespaces.pop(namespace_id, None)
+        if not await self.store.delete_namespace(namespace_id):
+            raise errors.namespace_not_found("delete namespace")
+
+    # Reads.
+    async def get(self, account_id: str, namespace_id: str, key: str) -> Entry | None:
+        """A live key, decrypted, or None."""
+        validate_key(key, self.limits)
+        await self.namespace(account_id, namespace_id, "get")
+        sealed = await self.store.get(namespace_id, key, int(self.clock()))
+        return None if sealed is None else await self.open(namespace_id, sealed)
+
+    async def get_sealed(self, account_id: str, namespace_id: str, key: str) -> SealedEntry | None:
+        """A live key as stored (ciphertext), or None: what travels between tiers."""
+        validate_key(key, self.limits)
+        await self.namespace(account_id, namespace_id, "get")
+        return await self.store.get(namespace_id, key, int(self.clock()))
+
+    async def get_many(
+        self, account_id: str, namespace_id: str, keys: Sequence[str]
+    ) -> dict[str, Entry | None]:
+        """Several keys at once (1..100), decrypted; missing keys map to None."""
+        if not keys:
+            raise errors.bulk_get_too_few()
+        if len(keys) > self.limits.bulk_get_max_keys:
+            raise errors.bulk_get_too_many(self.limits.bulk_get_max_keys)
+        for key in keys:
+            validate_key(key, self.limits)
+        await self.namespace(account_id, namespace_id, "bulk get")
+        found = await self.store.get_many(namespace_id, keys, int(self.clock()))
+        result: dict[str, Entry | None] = {}
+        for key in keys:
+            sealed = found.get(key)
+            result[key] = None if sealed is None else await self.open(namespace_id, sealed)
+        return result
+
+    async def list_keys(
+        self,
+        account_id: str,
+        namespace_id: str,
+        *,
+        prefix: str,
+        limit: int,
+        cursor: str | None,
+    ) -> KeyPage:
+        """A page of live keys in UTF-8 byte order; the cursor is None on the last page."""
+        validate_prefix(prefix, self.limits)
+        after = decode_cursor(cursor) if cursor else None
+        await self.namespace(account_id, namespace_id, "list keys")
+        # One extra row tells whether this is the last page, so a complete list never
+        # ends with an empty page.
+        rows = await self.store.list_keys(namespace_id, prefix, after, limit + 1, int(self.clock()))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        keys = []
+        for row in rows:
+            metadata = None
+            if row.metadata is not None:
+                metadata = await self._open_part(namespace_id, row.key, "metadata", row.metadata)
+            keys.append(
+                KeyInfo(row.key, row.expiration, metadata.decode("utf-8") if metadata else None)
+            )
+        return KeyPage(keys, encode_cursor(rows[-1].key) if more and rows else None)
+
+    # Writes.
+    async def put(self, account_id: str, namespace_id: str, write: ValueWrite) -> int:
+        """Write one key durably; 429 if it was written less than a second ago."""
+        await self.namespace(account_id, namespace_id, "put")
+        now = self.clock()
+        if not self.rate.acquire(namespace_id, write.key, now):
+            raise errors.rate_limited(write.key)
+        try:
+            sealed = await self.seal(namespace_id, write)
+            (version,) = await self.store.put(namespace_id, [sealed])
+        except BaseException:
+            self.rate.forget(namespace_id, write.key)
+            raise
+        return version
+
+    async def delete(self, account_id: str, namespace_id: str, key: str) -> int:
+        """Delete one key (missing is fine); 429 past the same-key write rate."""
+        validate_key(key, self.limits)
+        await self.namespace(account_id, namespace_id, "delete")
+        if not self.rate.acquire(namespace_id, key, self.clock()):
+            raise errors.rate_limited(key)
+        try:
+            return await self.store.delete(namespace_id, [key])
+        except BaseException:
+            self.rate.forget(namespace_id, key)
+            raise
+
+    async def bulk_put(
+        self, account_id: str, namespace_id: str, writes: Sequence[ValueWrite]
+    ) -> BulkResult:
+        """Write up to 10,000 keys in one durable commit.
+
+        Keys over the same-key write rate are left out and reported as unsuccessful, so the
+        caller can retry just those.
+        """
+        if len(writes) > self.limits.bulk_write_max_items:
+            raise errors.bulk_too_many(len(writes), self.limits.bulk_write_max_items)
+        await self.namespace(account_id, namespace_id, "bulk write")
+        now = self.clock()
+        # A key named twice in one request is written once, with its last value.
+        latest = {write.key: write for write in writes}
+        accepted = [w for w in latest.values() if self.rate.acquire(namespace_id, w.key, now)]
+        accepted_keys = {w.key for w in accepted}
+        refused = [k for k in latest if k not in accepted_keys]
+        try:
+            sealed = [await self.seal(namespace_id, w) for w in accepted]
+            if sealed:
+                await self.store.put(namespace_id, sealed)
+        except BaseException:
+            for write in accepted:
+                self.rate.forget(namespace_id, write.key)
+            raise
+        accepted_count = sum(1 for w in writes if w.key in accepted_keys)
+        return BulkResult(accepted_count, refused)
+
+    async def bulk_delete(
+        self, account_id: str, namespace_id: str, keys: Sequence[str]
+    ) -> BulkResult:
+        """Delete up to 10,000 keys in one durable commit (rate-limited keys are reported)."""
+        if len(keys) > self.limits.bulk_write_max_items:
+            raise errors.bulk_too_many(len(keys), self.limits.bulk_write_max_items)
+        for key in keys:
+            validate_key(key, self.limits)
+        await self.namespace(account_id, namespace_id, "bulk delete")
+        now = self.clock()
+        unique = list(dict.fromkeys(keys))
+        accepted = [k for k in unique if self.rate.acquire(namespace_id, k, now)]
+        accepted_set = set(accepted)
+        try:
+            if accepted:
+                await self.store.delete(namespace_id, accepted)
+        except BaseException:
+            for key in accepted:
+                self.rate.forget(namespace_id, key)
+            raise
+        refused = [k for k in unique if k not in accepted_set]
+        return BulkResult(sum(1 for k in keys if k in accepted_set), refused)
+
+    # Sealing.
+    async def seal(self, namespace_id: str, write: ValueWrite) -> SealedWrite:
+        """Encrypt a write's value and metadata, bound to its namespace and key."""
+        keyring = await self.keys.current()
+        value = keyring.seal(write.value, part_aad(namespace_id, write.key, "value"))
+        metadata = None
+        if write.metadata_json is not None:
+            metadata = keyring.seal(
+                write.metadata_json.encode("utf-8"), part_aad(namespace_id, write.key, "metadata")
+            )
+        return SealedWrite(write.key, value, metadata, write.expiration)
+
+    async def open(self, namespace_id: str, sealed: SealedEntry) -> Entry:
+        """Decrypt a stored entry; 500 with a clear message if it fails to authenticate."""
+        value = await self._open_part(namespace_id, sealed.key, "value", sealed.value)
+        metadata = None
+        if sealed.metadata is not None:
+            raw = await self._open_part(namespace_id, sealed.key, "metadata", sealed.metadata)
+            metadata = raw.decode("utf-8")
+        return Entry(sealed.key, value, metadata, sealed.expiration, sealed.version)
+
+    async def _open_part(self, namespace_id: str, key: str, part: str, blob: bytes) -> bytes:
+        try:
+            keyring = await self.keys.for_blob(blob)
+            return keyring.open(blob, part_aad(namespace_id, key, part))
+        except CryptoError as exc:
+            raise errors.decryption_failed(f"{part} of key {key!r}: {exc}") from None
+
+
+def render_bulk_get(
+    entries: dict[str, Entry | None], kind: BulkType, with_metadata: bool, limits: Limits
+) -> dict[str, Any]:
+    """The ``values`` object of a bulk get: text or parsed JSON, optionally with metadata.
+
+    Missing keys are null (also with metadata). The values together may not exceed 25 MiB.
+    """
+    total = sum(len(e.value) for e in entries.values() if e is not None)
+    if total > limits.bulk_get_max_response_bytes:
+        raise errors.bulk_get_too_large(limits.bulk_get_max_response_bytes)
+    values: dict[str, Any] = {}
+    for key, entry in entries.items():
+        if entry is None:
+            values[key] = None
+            continue
+        text = entry.value.decode("utf-8", errors="replace")
+        value: Any = text
+        if kind == "json":
+            try:
+                value = json.loads(text)
+            except ValueError:
+                raise errors.bulk_get_not_json() from None
+        if with_metadata:
+            item: dict[str, Any] = {
+                "value": value,
+                "metadata": json.loads(entry.metadata_json) if entry.metadata_json else None,
+            }
+            if entry.expiration is not None:
+                item["expiration"] = entry.expiration
+            values[key] = item
+        else:
+            values[key] = value
+    return values

@@ -1,0 +1,109 @@
+"""The store interface: what an origin needs from durable storage, and nothing more.
+
+Values and metadata reach the store already encrypted; key names and expirations do not.
+Every method is a coroutine so engines with network round trips (PostgreSQL) fit the same
+shape. ``now`` arguments are epoch seconds: expired keys are invisible to every read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal, Protocol
+
+from pullkv.types import ListedKey, Namespace, SealedEntry, SealedWrite, TokenRecord
+
+NamespaceOrder = Literal["id", "title"]
+
+
+class Store(Protocol):
+    """Durable, versioned storage of namespaces, keys, tokens and wrapped data keys."""
+
+    async def close(self) -> None:
+        """Finish pending writes and release resources."""
+
+    # Settings: small named values such as the default account id.
+    async def get_setting(self, name: str) -> str | None:
+        """A setting's value, or None."""
+
+    async def setdefault_setting(self, name: str, value: str) -> str:
+        """Store ``value`` unless the setting exists; return the value in force."""
+
+    async def set_setting(self, name: str, value: str) -> None:
+        """Store a setting, replacing any value."""
+
+    # Namespaces.
+    async def create_namespace(self, namespace: Namespace, max_per_account: int) -> Namespace:
+        """Create; KVError for a duplicate title or too many namespaces."""
+
+    async def get_namespace(self, namespace_id: str) -> Namespace | None:
+        """The namespace with this id, in any account."""
+
+    async def list_namespaces(
+        self,
+        account_id: str,
+        order: NamespaceOrder,
+        descending: bool,
+        offset: int,
+        limit: int,
+        only: Sequence[str] | None = None,
+    ) -> tuple[list[Namespace], int]:
+        """A page of an account's namespaces and the account's total (restricted to ``only``)."""
+
+    async def rename_namespace(self, namespace_id: str, title: str) -> Namespace:
+        """Change a title; KVError if it is taken or the namespace is gone."""
+
+    async def delete_namespace(self, namespace_id: str) -> bool:
+        """Delete a namespace and every key in it; False if it did not exist."""
+
+    # Keys.
+    async def get(self, namespace_id: str, key: str, now: int) -> SealedEntry | None:
+        """One live entry, or None."""
+
+    async def get_many(
+        self, namespace_id: str, keys: Sequence[str], now: int
+    ) -> dict[str, SealedEntry]:
+        """The live entries among ``keys``; missing ones are absent from the result."""
+
+    async def put(self, namespace_id: str, writes: Sequence[SealedWrite]) -> list[int]:
+        """Write all or none, durably; return each write's version."""
+
+    async def delete(self, namespace_id: str, keys: Sequence[str]) -> int:
+        """Delete keys (missing ones are fine), durably; return the version of the delete."""
+
+    async def list_keys(
+        self, namespace_id: str, prefix: str, after: str | None, limit: int, now: int
+    ) -> list[ListedKey]:
+        """Live keys with ``prefix``, strictly after ``after``, in UTF-8 byte order."""
+
+    async def purge_expired(self, now: int, batch: int) -> int:
+        """Remove up to ``batch`` expired entries; return how many went."""
+
+    async def scan_entries(
+        self, after: tuple[str, str] | None, limit: int
+    ) -> list[tuple[str, SealedEntry]]:
+        """Every entry of every namespace in (namespace, key) order, a page at a time."""
+
+    async def reseal(
+        self, namespace_id: str, key: str, version: int, value: bytes, metadata: bytes | None
+    ) -> bool:
+        """Replace an entry's ciphertext if it is still at ``version``; the version is kept."""
+
+    # Tokens.
+    async def add_token(self, token: TokenRecord) -> None:
+        """Store a token record (replacing one with the same id)."""
+
+    async def get_token(self, token_id: str) -> TokenRecord | None:
+        """A token record by id."""
+
+    async def list_tokens(self, account_id: str) -> list[TokenRecord]:
+        """An account's tokens, revoked ones included."""
+
+    async def revoke_token(self, account_id: str, token_id: str, now: int) -> bool:
+        """Mark a token revoked; False if the account has no such active token."""
+
+    # Wrapped data keys of the keyring.
+    async def data_keys(self) -> list[tuple[int, bytes]]:
+        """Every (key id, wrapped key), oldest first."""
+
+    async def add_data_key(self, key_id: int, wrapped: bytes) -> bool:
+        """Add a wrapped data key; False if the id is taken."""

@@ -1,0 +1,130 @@
+"""The small core types every layer shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Namespace:
+    """A KV namespace: an id (32 lowercase hex), its account and a title unique in it."""
+
+    id: str
+    account_id: str
+    title: str
+
+    def to_api(self) -> dict[str, object]:
+        """The Cloudflare API shape of a namespace."""
+        return {"id": self.id, "title": self.title, "supports_url_encoding": True}
+
+
+@dataclass(frozen=True, slots=True)
+class SealedEntry:
+    """A key as the store holds it: value and metadata are ciphertext."""
+
+    key: str
+    value: bytes
+    metadata: bytes | None
+    expiration: int | None
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class SealedWrite:
+    """One key to write, already encrypted; the store assigns the version."""
+
+    key: str
+    value: bytes
+    metadata: bytes | None
+    expiration: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ListedKey:
+    """A key as list returns it from the store: metadata still sealed."""
+
+    key: str
+    expiration: int | None
+    metadata: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A key as clients see it: plaintext value, metadata as JSON text."""
+
+    key: str
+    value: bytes
+    metadata_json: str | None
+    expiration: int | None
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class ValueWrite:
+    """A validated write from a client, before encryption."""
+
+    key: str
+    value: bytes
+    metadata_json: str | None
+    expiration: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    """One row of a key list as clients see it."""
+
+    name: str
+    expiration: int | None
+    metadata_json: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPage:
+    """One page of a key list; cursor is None on the last page."""
+
+    keys: list[KeyInfo]
+    cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    """An API token as stored: only a salted hash of the secret is kept."""
+
+    id: str
+    account_id: str
+    name: str
+    salt: bytes
+    secret_hash: bytes
+    namespaces: tuple[str, ...] | None = None  # None: every namespace of the account
+    read_only: bool = False
+    admin: bool = False
+    created_at: int = 0
+    revoked_at: int | None = None
+
+    def to_api(self) -> dict[str, object]:
+        """What token list shows; never the hash."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "account_id": self.account_id,
+            "namespaces": list(self.namespaces) if self.namespaces is not None else None,
+            "read_only": self.read_only,
+            "admin": self.admin,
+            "created_at": self.created_at,
+            "status": "revoked" if self.revoked_at is not None else "active",
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class BulkResult:
+    """The outcome of a bulk write or delete."""
+
+    successful_key_count: int
+    unsuccessful_keys: list[str] = field(default_factory=list)
+
+    def to_api(self) -> dict[str, object]:
+        """The Cloudflare API shape."""
+        return {
+            "successful_key_count": self.successful_key_count,
+            "unsuccessful_keys": self.unsuccessful_keys,
+        }
