@@ -19,7 +19,7 @@ from pullkv.auth import (
     generate_token,
     make_record,
 )
-from pullkv.crypto import load_master_key, write_secret_file
+from pullkv.crypto import CryptoError, load_master_key, write_secret_file
 from pullkv.http.app import App
 from pullkv.keyring import KeyringHolder, load_keyring
 from pullkv.limits import DEFAULT_LIMITS, Limits
@@ -109,11 +109,18 @@ async def start_node(config: NodeConfig, clock: Callable[[], float] = time.time)
     config.data_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(OSError):
         config.data_dir.chmod(0o700)
-    master_key, master_source = load_master_key(config.data_dir, config.environ, create=True)
+    try:
+        master_key, master_source = load_master_key(config.data_dir, config.environ, create=True)
+    except CryptoError as exc:
+        raise NodeError(str(exc)) from None
     store = open_store(
         f"sqlite://{sqlite_path_for(config.data_dir)}", group_commit=config.group_commit
     )
-    keyring = await load_keyring(store, master_key)
+    try:
+        keyring = await load_keyring(store, master_key)
+    except CryptoError as exc:
+        await store.close()
+        raise NodeError(str(exc)) from None
     account_id = await store.setdefault_setting(
         ACCOUNT_SETTING, config.account_id or uuid.uuid4().hex
     )

@@ -1,7 +1,8 @@
 """The same-key write rate limit (Workers KV: 1 write per second per key).
 
 Policy only: the caller passes the time. Memory stays bounded because entries older than
-one interval carry no information and are swept once the table grows.
+one interval carry no information and are swept once the table grows. The next sweep waits
+until the table has doubled, so a burst of distinct live keys costs amortised O(1) per write.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ class WriteRateLimiter:
         self.interval = 1.0 / per_second if per_second > 0 else 0.0
         self._last: dict[tuple[str, str], float] = {}
         self._sweep_at = sweep_at
+        self._next_sweep = sweep_at
 
     @property
     def enabled(self) -> bool:
@@ -32,8 +34,9 @@ class WriteRateLimiter:
         if not self.enabled:
             return
         self._last[(namespace_id, key)] = now
-        if len(self._last) >= self._sweep_at:
+        if len(self._last) >= self._next_sweep:
             self._sweep(now)
+            self._next_sweep = max(self._sweep_at, 2 * len(self._last))
 
     def acquire(self, namespace_id: str, key: str, now: float) -> bool:
         """Check and record in one step; True if the write may go ahead."""

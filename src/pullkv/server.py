@@ -51,9 +51,13 @@ async def serve_node(
             timeout_graceful_shutdown=30,
         )
     )
-    url_host = f"[{host}]" if ":" in host else host
-    announce(node, f"http://{url_host}:{port}")
-    await server.serve()
+    serving = asyncio.create_task(server.serve())
+    while not server.started and not serving.done():
+        await asyncio.sleep(0.01)
+    if server.started:
+        url_host = f"[{host}]" if ":" in host else host
+        announce(node, f"http://{url_host}:{port}")
+    await serving
 
 
 def run(config: NodeConfig, host: str, port: int, announce: Callable[[Node, str], None]) -> None:

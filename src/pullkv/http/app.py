@@ -55,7 +55,7 @@ class App:
     ) -> None:
         self.service = service
         self.authenticator = authenticator
-        self.rest = RestAPI(service)
+        self.rest = RestAPI(service, authenticator)
         self._background = background or []
         self._on_shutdown = on_shutdown
         self._tasks: list[asyncio.Task[None]] = []

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pullkv import errors
-from pullkv.auth import authorize, generate_token, make_record
+from pullkv.auth import Authenticator, authorize, generate_token, make_record
 from pullkv.http.asgi import OCTET_TYPE, Request, Response, envelope
 from pullkv.http.multipart import parse_form
 from pullkv.origin.service import BulkType, KVService, render_bulk_get
@@ -90,8 +90,9 @@ def _expiration_param(name: str, raw: Any) -> int | None:
 class RestAPI:
     """Route handlers over a KVService."""
 
-    def __init__(self, service: KVService) -> None:
+    def __init__(self, service: KVService, authenticator: Authenticator) -> None:
         self.service = service
+        self.authenticator = authenticator
         self.limits = service.limits
 
     async def dispatch(self, request: Request, token: TokenRecord) -> Response:
@@ -422,6 +423,7 @@ class RestAPI:
             call.account_id, call.token_id, int(self.service.clock())
         ):
             raise errors.token_not_found(call.token_id)
+        self.authenticator.forget(call.token_id)
         return envelope({"id": call.token_id})
 
 
