@@ -58,10 +58,16 @@ class ServerProcess:
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}-server.log"
         log = self.log_path.open("ab")
         command = [
-            sys.executable, "-m", "pullkv", "serve",
-            "--data", str(self.data_dir),
-            "--port", str(self.port),
-            "--account-id", self.account_id,
+            sys.executable,
+            "-m",
+            "pullkv",
+            "serve",
+            "--data",
+            str(self.data_dir),
+            "--port",
+            str(self.port),
+            "--account-id",
+            self.account_id,
             *self.args,
         ]
         env = {**os.environ, **self.env}

@@ -2,4 +2,4 @@
 
 from pullkv.cli import main
 
-main()
+main(prog_name="pullkv")

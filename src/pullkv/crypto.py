@@ -50,6 +50,8 @@ def wrap_key(master_key: bytes, key_id: int, key: bytes) -> bytes:
 
 def unwrap_key(master_key: bytes, key_id: int, wrapped: bytes) -> bytes:
     """Decrypt a stored data key; CryptoError if the master key is not the one that wrapped it."""
+    if len(wrapped) < NONCE_BYTES + 16:
+        raise CryptoError(f"data key {key_id} is malformed: {len(wrapped)} bytes")
     try:
         return AESGCM(master_key).decrypt(
             wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], _WRAP_AAD + str(key_id).encode()

@@ -175,6 +175,13 @@ def invalid_expiration(raw: object, minimum: int | None = None) -> KVError:
     return KVError(400, INVALID_EXPIRATION, f"Invalid expiration of {raw}. {detail}")
 
 
+def expiration_out_of_range(absolute: int, maximum: int) -> KVError:
+    """An expiry past what a 32-bit epoch can hold."""
+    return KVError(
+        400, INVALID_EXPIRATION, f"Invalid expiration of {absolute}: must be at most {maximum}"
+    )
+
+
 def invalid_cache_ttl(raw: object, minimum: int) -> KVError:
     """A cache_ttl under the floor or not an integer."""
     return KVError(
@@ -237,7 +244,7 @@ def rate_limited(key: str) -> KVError:
     return KVError(
         429,
         RATE_LIMITED,
-        f"Too Many Requests: key {key!r} was written too recently (limit: writes per second per key)",
+        f"Too Many Requests: key {key!r} was written too recently (writes per second per key)",
     )
 
 

@@ -12,10 +12,18 @@ class Namespace:
     id: str
     account_id: str
     title: str
+    jurisdiction: str | None = None  # recorded as given at creation; pullkv has one location
 
     def to_api(self) -> dict[str, object]:
         """The Cloudflare API shape of a namespace."""
-        return {"id": self.id, "title": self.title, "supports_url_encoding": True}
+        shape: dict[str, object] = {
+            "id": self.id,
+            "title": self.title,
+            "supports_url_encoding": True,
+        }
+        if self.jurisdiction is not None:
+            shape["jurisdiction"] = self.jurisdiction
+        return shape
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,9 @@ from pullkv.limits import Limits
 
 _ID = re.compile(r"[0-9a-f]{32}")
 _INT = re.compile(r"-?[0-9]+")
+# SDKs type numbers as floats, so "120.0" arrives for 120: integral decimals are accepted,
+# fractions are not.
+_INTEGRAL = re.compile(r"(-?[0-9]+)(?:\.0*)?")
 
 
 def validate_key(key: str, limits: Limits) -> str:
@@ -52,12 +55,23 @@ def validate_id(kind: str, raw: str) -> str:
     return raw
 
 
+def _decimal(raw: str) -> int | None:
+    """``raw`` as a decimal integer, or None if it is not one or is absurdly long.
+
+    The length bound keeps ``int()`` from failing (Python refuses over 4,300 digits).
+    """
+    match = _INTEGRAL.fullmatch(raw.strip())
+    if match is None or len(match.group(1)) > 20:
+        return None
+    return int(match.group(1))
+
+
 def parse_int(name: str, raw: str) -> int:
     """Parse a decimal integer query parameter; anything else is a 400 naming the parameter."""
-    text = raw.strip()
-    if not _INT.fullmatch(text) or len(text) > 20:
+    value = _decimal(raw)
+    if value is None:
         raise errors.bad_request(f"Invalid {name} of {raw!r}: expected an integer")
-    return int(text)
+    return value
 
 
 def resolve_expiration(
@@ -80,9 +94,7 @@ def resolve_expiration(
     else:
         return None
     if absolute > limits.max_epoch_seconds:
-        raise errors.bad_request(
-            f"Invalid expiration of {absolute}: must be at most {limits.max_epoch_seconds}"
-        )
+        raise errors.expiration_out_of_range(absolute, limits.max_epoch_seconds)
     return absolute
 
 
@@ -118,10 +130,12 @@ def parse_cache_ttl(raw: str | int | None, limits: Limits) -> int:
     if raw is None or raw == "":
         return limits.default_cache_ttl
     if isinstance(raw, int) and not isinstance(raw, bool):
-        value = raw
-    elif isinstance(raw, str) and _INT.fullmatch(raw.strip()):
-        value = int(raw.strip())
+        value: int | None = raw
+    elif isinstance(raw, str):
+        value = _decimal(raw)
     else:
+        value = None
+    if value is None:
         raise errors.invalid_cache_ttl(raw, limits.min_cache_ttl)
     if value < limits.min_cache_ttl:
         raise errors.invalid_cache_ttl(value, limits.min_cache_ttl)
@@ -132,10 +146,9 @@ def parse_list_limit(raw: str | None, limits: Limits) -> int:
     """A key list's page size: 1..1000, default 1000."""
     if raw is None or raw == "":
         return limits.list_default_limit
-    text = raw.strip()
-    if not _INT.fullmatch(text):
+    value = _decimal(raw)
+    if value is None:
         raise errors.invalid_list_limit(raw, limits.list_max_limit)
-    value = int(text)
     if value <= 0 or value > limits.list_max_limit:
         raise errors.invalid_list_limit(value, limits.list_max_limit)
     return value
@@ -152,3 +165,17 @@ def validate_title(title: Any, limits: Limits) -> str:
             f"title is {len(title)} characters; the maximum is {limits.max_title_chars}"
         )
     return title
+
+
+JURISDICTIONS = ("eu", "us", "fedramp")
+
+
+def validate_jurisdiction(raw: Any) -> str | None:
+    """A namespace's jurisdiction, as Cloudflare accepts it: eu, us, fedramp or none."""
+    if raw is None:
+        return None
+    if raw not in JURISDICTIONS:
+        raise errors.bad_request(
+            f"Invalid jurisdiction {raw!r}: expected one of {', '.join(JURISDICTIONS)}"
+        )
+    return str(raw)

@@ -8,6 +8,8 @@ request the SDK makes, so the tests can tell a single request from a retried one
 from __future__ import annotations
 
 import base64
+import contextlib
+import io
 import json
 import math
 import time
@@ -18,7 +20,7 @@ from typing import Any
 import cloudflare
 import httpx
 import pytest
-from cloudflare import Cloudflare
+from cloudflare import AsyncCloudflare, Cloudflare
 
 from tests.support import ServerProcess
 
@@ -73,10 +75,8 @@ def ns(cf: Cloudflare, server: ServerProcess, wire: Wire) -> Iterator[str]:
     assert created is not None
     wire.clear()
     yield created.id
-    try:
+    with contextlib.suppress(cloudflare.NotFoundError):
         cf.kv.namespaces.delete(created.id, account_id=server.account_id)
-    except cloudflare.NotFoundError:
-        pass
 
 
 def error_code(exc: cloudflare.APIStatusError) -> int:
@@ -220,6 +220,17 @@ def test_duplicate_title_is_400_10014_without_retries(
     titles = [n.title for n in cf.kv.namespaces.list(account_id=server.account_id, per_page=100)]
     assert titles.count(title) == 1
 
+    # Renaming another namespace to a taken title is refused the same way.
+    other = cf.kv.namespaces.create(account_id=server.account_id, title=title + "-other")
+    assert other is not None
+    wire.clear()
+    with pytest.raises(cloudflare.BadRequestError) as info:
+        cf.kv.namespaces.update(other.id, account_id=server.account_id, title=title)
+    assert error_code(info.value) == 10014
+    assert len(wire.requests) == 1
+    got = cf.kv.namespaces.get(other.id, account_id=server.account_id)
+    assert got is not None and got.title == title + "-other"
+
 
 # Bulk operations.
 
@@ -235,7 +246,11 @@ def test_bulk_update_every_item_shape(
         account_id=account,
         body=[
             {"key": "plain", "value": "hello"},
-            {"key": "binary", "value": base64.b64encode(b"\x00\x01\xfe\xff").decode(), "base64": True},
+            {
+                "key": "binary",
+                "value": base64.b64encode(b"\x00\x01\xfe\xff").decode(),
+                "base64": True,
+            },
             {"key": "ttl", "value": "t", "expiration_ttl": 300},
             {"key": "abs", "value": "a", "expiration": expires_at},
             {"key": "meta", "value": "m", "metadata": {"m": True, "n": [1, "ü"]}},
@@ -437,15 +452,17 @@ def test_keys_list_prefix_limit_and_cursor_pages(
     assert by_name["k/item-05"].metadata is None and by_name["k/item-05"].expiration is None
 
     # An explicit cursor taken from a previous page.
-    second = cf.kv.namespaces.keys.list(ns, account_id=account, prefix="k/", limit=10, cursor=cursors[0])
+    second = cf.kv.namespaces.keys.list(
+        ns, account_id=account, prefix="k/", limit=10, cursor=cursors[0]
+    )
     assert [k.name for k in second.result] == expected[10:20]
 
     # No prefix: every key, case-sensitive byte order ("K/..." before "k/...").
     everything = [k.name for k in cf.kv.namespaces.keys.list(ns, account_id=account)]
     assert everything == utf8_sorted([*names, "other", "K/upper"])
-    assert [k.name for k in cf.kv.namespaces.keys.list(ns, account_id=account, prefix="k/item-1")] == [
-        f"k/item-1{i}" for i in range(10)
-    ]
+    assert [
+        k.name for k in cf.kv.namespaces.keys.list(ns, account_id=account, prefix="k/item-1")
+    ] == [f"k/item-1{i}" for i in range(10)]
     assert list(cf.kv.namespaces.keys.list(ns, account_id=account, prefix="nothing-here")) == []
 
 
@@ -475,7 +492,9 @@ def test_values_update_get_delete_and_metadata(
     assert cf.kv.namespaces.metadata.get("bin", account_id=account, namespace_id=ns) is None
 
     meta = {"a": 1, "b": "x", "nested": {"ключ": [True, None, 1.5]}}
-    values.update("meta", account_id=account, namespace_id=ns, value=b"with metadata", metadata=meta)
+    values.update(
+        "meta", account_id=account, namespace_id=ns, value=b"with metadata", metadata=meta
+    )
     assert values.get("meta", account_id=account, namespace_id=ns).read() == b"with metadata"
     assert cf.kv.namespaces.metadata.get("meta", account_id=account, namespace_id=ns) == meta
     # The SDK sends a list as JSON and a number as text/plain; both are JSON metadata.
@@ -501,7 +520,12 @@ def test_values_update_get_delete_and_metadata(
     # Both given: expiration_ttl wins.
     before = int(time.time())
     values.update(
-        "both", account_id=account, namespace_id=ns, value=b"b", expiration=expires_at, expiration_ttl=600
+        "both",
+        account_id=account,
+        namespace_id=ns,
+        value=b"b",
+        expiration=expires_at,
+        expiration_ttl=600,
     )
     after = int(time.time())
     expiration = int(values.get("both", account_id=account, namespace_id=ns).headers["expiration"])
@@ -567,9 +591,9 @@ def test_special_key_names_round_trip(
     assert {k.name: k.metadata for k in listed} == {
         key: {"index": i, "key": key} for i, key in enumerate(SPECIAL_KEYS)
     }
-    assert [k.name for k in cf.kv.namespaces.keys.list(ns, account_id=account, prefix="my key/")] == [
-        "my key/with:odd%chars"
-    ]
+    assert [
+        k.name for k in cf.kv.namespaces.keys.list(ns, account_id=account, prefix="my key/")
+    ] == ["my key/with:odd%chars"]
     assert [k.name for k in cf.kv.namespaces.keys.list(ns, account_id=account, prefix="emoji")] == [
         "emoji😀"
     ]
@@ -587,10 +611,97 @@ def test_special_key_names_round_trip(
     assert list(cf.kv.namespaces.keys.list(ns, account_id=account)) == []
 
 
+def test_values_update_file_shapes_empty_value_and_no_metadata(
+    cf: Cloudflare, server: ServerProcess, ns: str, wire: Wire
+) -> None:
+    account = server.account_id
+    values = cf.kv.namespaces.values
+
+    values.update("file", account_id=account, namespace_id=ns, value=io.BytesIO(b"from a file"))
+    values.update(
+        "tuple", account_id=account, namespace_id=ns, value=("notes.txt", b"tuple", "text/plain")
+    )
+    values.update("empty", account_id=account, namespace_id=ns, value=b"")
+    # metadata=None makes the SDK send an empty metadata part: stored without metadata.
+    values.update("none", account_id=account, namespace_id=ns, value=b"n", metadata=None)
+
+    assert values.get("file", account_id=account, namespace_id=ns).read() == b"from a file"
+    assert values.get("tuple", account_id=account, namespace_id=ns).read() == b"tuple"
+    assert values.get("empty", account_id=account, namespace_id=ns).read() == b""
+    assert values.get("none", account_id=account, namespace_id=ns).read() == b"n"
+    assert cf.kv.namespaces.metadata.get("none", account_id=account, namespace_id=ns) is None
+    listed = {k.name: k for k in cf.kv.namespaces.keys.list(ns, account_id=account)}
+    assert sorted(listed) == ["empty", "file", "none", "tuple"]
+    assert listed["none"].metadata is None
+
+
+def test_expired_keys_vanish_everywhere(cf: Cloudflare, server: ServerProcess, ns: str) -> None:
+    """The test server's expiration floor is 1 s, so a 2 s TTL works; this waits 1-2 s.
+
+    Timing is bounded from the client's side: the server stamps the write between ``before``
+    and ``after``, so the key expires at most at ``int(after) + ttl`` and at the earliest at
+    ``int(before) + ttl``. Nothing depends on how fast the requests are.
+    """
+    account = server.account_id
+    values = cf.kv.namespaces.values
+    ttl = 2
+    values.update("long", account_id=account, namespace_id=ns, value=b"l")
+    before = time.time()
+    values.update(
+        "short", account_id=account, namespace_id=ns, value=b"s", expiration_ttl=ttl, metadata={}
+    )
+    after = time.time()
+    listed = {k.name: k for k in cf.kv.namespaces.keys.list(ns, account_id=account)}
+    if time.time() < int(before) + ttl:  # certainly not expired yet when it was listed
+        assert sorted(listed) == ["long", "short"]
+        assert listed["short"].metadata == {}
+        expiration = listed["short"].expiration
+        assert expiration is not None and int(before) + ttl <= expiration <= int(after) + ttl
+    time.sleep(max(0.0, int(after) + ttl - time.time()) + 0.05)
+
+    with pytest.raises(cloudflare.NotFoundError) as info:
+        values.get("short", account_id=account, namespace_id=ns)
+    assert error_code(info.value) == 10009
+    with pytest.raises(cloudflare.NotFoundError):
+        cf.kv.namespaces.metadata.get("short", account_id=account, namespace_id=ns)
+    assert [k.name for k in cf.kv.namespaces.keys.list(ns, account_id=account)] == ["long"]
+    got = cf.kv.namespaces.bulk_get(ns, account_id=account, keys=["short", "long"])
+    assert plain(got) == {"values": {"short": None, "long": "l"}}
+    got = cf.kv.namespaces.bulk_get(ns, account_id=account, keys=["short"], with_metadata=True)
+    assert plain(got) == {"values": {"short": None}}
+
+
+async def test_async_client_round_trip(server: ServerProcess, ns: str) -> None:
+    account = server.account_id
+    async with AsyncCloudflare(api_token=server.admin_token, base_url=server.api) as acf:
+        kv = acf.kv.namespaces
+        namespace = await kv.get(ns, account_id=account)
+        assert namespace is not None and namespace.id == ns
+        written = await kv.bulk_update(
+            ns, account_id=account, body=[{"key": f"a{i:02d}", "value": str(i)} for i in range(12)]
+        )
+        assert written is not None and written.successful_key_count == 12
+        await kv.values.update(
+            "a/b c", account_id=account, namespace_id=ns, value=b"v", metadata={"m": 1}
+        )
+        got = await kv.values.get("a/b c", account_id=account, namespace_id=ns)
+        assert await got.read() == b"v"
+        assert await kv.metadata.get("a/b c", account_id=account, namespace_id=ns) == {"m": 1}
+        names = [k.name async for k in kv.keys.list(ns, account_id=account, limit=10)]
+        assert names == utf8_sorted([f"a{i:02d}" for i in range(12)] + ["a/b c"])
+        fetched = await kv.bulk_get(ns, account_id=account, keys=["a00", "zz"])
+        assert plain(fetched) == {"values": {"a00": "0", "zz": None}}
+        await kv.values.delete("a/b c", account_id=account, namespace_id=ns)
+        with pytest.raises(cloudflare.NotFoundError):
+            await kv.values.get("a/b c", account_id=account, namespace_id=ns)
+
+
 # Errors.
 
 
-def test_missing_key_is_404_10009(cf: Cloudflare, server: ServerProcess, ns: str, wire: Wire) -> None:
+def test_missing_key_is_404_10009(
+    cf: Cloudflare, server: ServerProcess, ns: str, wire: Wire
+) -> None:
     account = server.account_id
     with pytest.raises(cloudflare.NotFoundError) as info:
         cf.kv.namespaces.values.get("absent", account_id=account, namespace_id=ns)
@@ -607,7 +718,9 @@ def test_unknown_namespace_is_404_10013(cf: Cloudflare, server: ServerProcess, w
     unknown = uuid.uuid4().hex
     calls = {
         "namespaces.get": lambda: cf.kv.namespaces.get(unknown, account_id=account),
-        "namespaces.update": lambda: cf.kv.namespaces.update(unknown, account_id=account, title="t"),
+        "namespaces.update": lambda: cf.kv.namespaces.update(
+            unknown, account_id=account, title="t"
+        ),
         "namespaces.delete": lambda: cf.kv.namespaces.delete(unknown, account_id=account),
         "keys.list": lambda: cf.kv.namespaces.keys.list(unknown, account_id=account),
         "values.get": lambda: cf.kv.namespaces.values.get(
@@ -626,7 +739,9 @@ def test_unknown_namespace_is_404_10013(cf: Cloudflare, server: ServerProcess, w
             unknown, account_id=account, body=[{"key": "k", "value": "v"}]
         ),
         "bulk_get": lambda: cf.kv.namespaces.bulk_get(unknown, account_id=account, keys=["k"]),
-        "bulk_delete": lambda: cf.kv.namespaces.bulk_delete(unknown, account_id=account, body=["k"]),
+        "bulk_delete": lambda: cf.kv.namespaces.bulk_delete(
+            unknown, account_id=account, body=["k"]
+        ),
     }
     for name, call in calls.items():
         wire.clear()
@@ -669,3 +784,62 @@ def test_value_over_25_mib_is_413_and_not_written(
     exact = b"y" * (25 * MIB)
     cf.kv.namespaces.values.update("big", account_id=account, namespace_id=ns, value=exact)
     assert cf.kv.namespaces.values.get("big", account_id=account, namespace_id=ns).read() == exact
+
+
+def test_limit_errors_reach_the_sdk_and_write_nothing(
+    cf: Cloudflare, server: ServerProcess, ns: str, wire: Wire
+) -> None:
+    account = server.account_id
+    values = cf.kv.namespaces.values
+
+    wire.clear()
+    with pytest.raises(cloudflare.APIStatusError) as info:
+        values.update("k" * 513, account_id=account, namespace_id=ns, value=b"v")
+    assert (info.value.status_code, error_code(info.value)) == (414, 10026)
+    assert len(wire.requests) == 1
+    values.update("k" * 512, account_id=account, namespace_id=ns, value=b"v")
+
+    with pytest.raises(cloudflare.APIStatusError) as info:
+        values.update(
+            "meta", account_id=account, namespace_id=ns, value=b"v", metadata={"m": "x" * 1100}
+        )
+    assert (info.value.status_code, error_code(info.value)) == (413, 10027)
+
+    with pytest.raises(cloudflare.BadRequestError) as info:
+        cf.kv.namespaces.bulk_get(ns, account_id=account, keys=[f"k{i}" for i in range(101)])
+    assert error_code(info.value) == 10029
+    with pytest.raises(cloudflare.BadRequestError) as info:
+        cf.kv.namespaces.keys.list(ns, account_id=account, limit=1001)
+    assert error_code(info.value) == 10034
+
+    assert [k.name for k in cf.kv.namespaces.keys.list(ns, account_id=account)] == ["k" * 512]
+
+
+def test_jurisdiction_is_kept_and_checked(cf: Cloudflare, server: ServerProcess) -> None:
+    title = f"eu-{uuid.uuid4().hex[:8]}"
+    created = cf.kv.namespaces.create(account_id=server.account_id, title=title, jurisdiction="eu")
+    assert created is not None and created.jurisdiction == "eu"
+    fetched = cf.kv.namespaces.get(created.id, account_id=server.account_id)
+    assert fetched is not None and fetched.jurisdiction == "eu"
+    with pytest.raises(cloudflare.BadRequestError, match="Invalid jurisdiction"):
+        cf.kv.namespaces.create(
+            account_id=server.account_id,
+            title=f"mars-{uuid.uuid4().hex[:8]}",
+            jurisdiction="mars",  # type: ignore[arg-type]
+        )
+    cf.kv.namespaces.delete(created.id, account_id=server.account_id)
+
+
+def test_integral_float_parameters_are_accepted(
+    cf: Cloudflare, server: ServerProcess, ns: str
+) -> None:
+    """The SDK types numbers as floats; 120.0 must mean 120 (a fraction stays an error)."""
+    cf.kv.namespaces.values.update(
+        "f", account_id=server.account_id, namespace_id=ns, value=b"v", expiration_ttl=120.0
+    )
+    page = cf.kv.namespaces.keys.list(ns, account_id=server.account_id, limit=10.0)
+    assert [k.name for k in page.result] == ["f"]
+    with pytest.raises(cloudflare.BadRequestError, match="expected an integer"):
+        cf.kv.namespaces.values.update(
+            "f", account_id=server.account_id, namespace_id=ns, value=b"v", expiration_ttl=120.5
+        )

@@ -169,6 +169,14 @@ def test_unwrap_tampered_fails() -> None:
         unwrap_key(master, 1, bytes(wrapped))
 
 
+@pytest.mark.parametrize("length", [0, 5, 12, 27])
+def test_unwrap_truncated_is_a_crypto_error(length: int) -> None:
+    master = new_key()
+    wrapped = wrap_key(master, 1, new_key())[:length]
+    with pytest.raises(CryptoError, match="data key 1"):
+        unwrap_key(master, 1, wrapped)
+
+
 # Master keys.
 def test_decode_master_key() -> None:
     key = new_key()

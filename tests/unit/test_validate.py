@@ -136,7 +136,10 @@ def test_validate_id_rejects(raw: str) -> None:
 
 
 # Integers.
-@pytest.mark.parametrize(("raw", "expected"), [("12", 12), (" 7 ", 7), ("-3", -3), ("0", 0)])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("12", 12), (" 7 ", 7), ("-3", -3), ("0", 0), ("120.0", 120), ("5.", 5), ("-2.00", -2)],
+)
 def test_parse_int(raw: str, expected: int) -> None:
     assert parse_int("page", raw) == expected
 
@@ -385,3 +388,21 @@ def test_limits_with_changes() -> None:
     assert changed.max_key_bytes == 4 and L.max_key_bytes == 512
     with raises(414, errors.KEY_TOO_LONG, "length of 5 exceeds key length limit of 4"):
         validate_key("abcde", changed)
+
+
+# Absurdly long numbers are a 400, never an int() failure (Python refuses over 4,300 digits).
+@pytest.mark.parametrize("digits", ["9" * 21, "9" * 5000, "-" + "9" * 5000])
+def test_huge_numbers_are_400(digits: str) -> None:
+    with raises(400, errors.BAD_REQUEST):
+        parse_int("page", digits)
+    with raises(400, errors.INVALID_CACHE_TTL):
+        parse_cache_ttl(digits, L)
+    with raises(400, errors.INVALID_LIST_LIMIT):
+        parse_list_limit(digits, L)
+
+
+def test_twenty_digit_numbers_still_parse() -> None:
+    assert parse_int("page", "9" * 20) == int("9" * 20)
+    assert parse_cache_ttl("9" * 20, L) == int("9" * 20)
+    with raises(400, errors.INVALID_LIST_LIMIT, "less than 1000"):
+        parse_list_limit("9" * 20, L)

@@ -181,12 +181,14 @@ class RestAPI:
         return envelope([n.to_api() for n in namespaces], info)
 
     async def create_namespace(self, call: Call) -> Response:
-        """POST namespaces: {"title"}."""
+        """POST namespaces: {"title", "jurisdiction"?}."""
         authorize(call.token, call.account_id, write=True, account_wide=True)
         body = await call.request.json(self.limits.json_body_max_bytes)
         if not isinstance(body, dict) or "title" not in body:
             raise errors.bad_request('Request body must be a JSON object with a "title"')
-        namespace = await self.service.create_namespace(call.account_id, body["title"])
+        namespace = await self.service.create_namespace(
+            call.account_id, body["title"], body.get("jurisdiction")
+        )
         return envelope(namespace.to_api())
 
     async def get_namespace(self, call: Call) -> Response:
@@ -259,7 +261,9 @@ class RestAPI:
             if "value" not in parts:
                 raise errors.bad_request('multipart/form-data body has no "value" part')
             value = parts["value"].data
-            if "metadata" in parts:
+            # An empty metadata part means no metadata: the cloudflare SDK sends one for
+            # ``metadata=None``.
+            if "metadata" in parts and parts["metadata"].data.strip():
                 try:
                     text = parts["metadata"].data.decode("utf-8")
                 except UnicodeDecodeError:

@@ -28,7 +28,12 @@ from pullkv.types import (
     SealedWrite,
     ValueWrite,
 )
-from pullkv.validate import validate_key, validate_prefix, validate_title
+from pullkv.validate import (
+    validate_jurisdiction,
+    validate_key,
+    validate_prefix,
+    validate_title,
+)
 
 BulkType = Literal["text", "json"]
 _NAMESPACE_CACHE_SECONDS = 5.0
@@ -83,10 +88,14 @@ class KVService:
             account_id, order, descending, (page - 1) * per_page, per_page, only
         )
 
-    async def create_namespace(self, account_id: str, title: Any) -> Namespace:
+    async def create_namespace(
+        self, account_id: str, title: Any, jurisdiction: Any = None
+    ) -> Namespace:
         """Create a namespace with a new 32-hex id; 400 (10014) if the title is taken."""
         clean = validate_title(title, self.limits)
-        namespace = Namespace(uuid.uuid4().hex, account_id, clean)
+        namespace = Namespace(
+            uuid.uuid4().hex, account_id, clean, validate_jurisdiction(jurisdiction)
+        )
         return await self.store.create_namespace(namespace, self.limits.max_namespaces_per_account)
 
     async def rename_namespace(self, account_id: str, namespace_id: str, title: Any) -> Namespace:
@@ -167,6 +176,7 @@ class KVService:
     # Writes.
     async def put(self, account_id: str, namespace_id: str, write: ValueWrite) -> int:
         """Write one key durably; 429 if it was written less than a second ago."""
+        validate_key(write.key, self.limits)
         await self.namespace(account_id, namespace_id, "put")
         now = self.clock()
         if not self.rate.acquire(namespace_id, write.key, now):
@@ -201,6 +211,8 @@ class KVService:
         """
         if len(writes) > self.limits.bulk_write_max_items:
             raise errors.bulk_too_many(len(writes), self.limits.bulk_write_max_items)
+        for write in writes:
+            validate_key(write.key, self.limits)
         await self.namespace(account_id, namespace_id, "bulk write")
         now = self.clock()
         # A key named twice in one request is written once, with its last value.

@@ -12,6 +12,7 @@ than a thread hop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import queue
 import sqlite3
@@ -38,6 +39,7 @@ CREATE TABLE IF NOT EXISTS namespaces (
     id TEXT PRIMARY KEY,
     account_id TEXT NOT NULL,
     title TEXT NOT NULL,
+    jurisdiction TEXT,
     UNIQUE (account_id, title)
 );
 CREATE TABLE IF NOT EXISTS entries (
@@ -110,14 +112,19 @@ class _Writer(threading.Thread):
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._group_commit = group_commit
         self._clock = clock
-        row = self._conn.execute("SELECT value FROM settings WHERE name='last_version'").fetchone()
-        stored = int(row[0]) if row else 0
         (max_entry,) = self._conn.execute(
             "SELECT coalesce(max(version), 0) FROM entries"
         ).fetchone()
-        self.last_version = max(stored, int(max_entry))
+        self.last_version = int(max_entry)
+        self._catch_up()
         self.commits = 0
         self._stopping = False
+
+    def _catch_up(self) -> None:
+        """Continue after the highest version committed by any process sharing the file."""
+        row = self._conn.execute("SELECT value FROM settings WHERE name='last_version'").fetchone()
+        if row is not None:
+            self.last_version = max(self.last_version, int(row[0]))
 
     def allocate_version(self) -> int:
         """The next version; called by jobs inside the writer thread only."""
@@ -164,6 +171,7 @@ class _Writer(threading.Thread):
         outcomes: list[tuple[_Job, Any, BaseException | None]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
+            self._catch_up()
             for job in batch:
                 conn.execute("SAVEPOINT job")
                 try:
@@ -189,7 +197,9 @@ class _Writer(threading.Thread):
             outcomes = [(job, None, failure) for job, _, _ in outcomes]
             outcomes += [(job, None, failure) for job in batch[len(outcomes) :]]
         for job, result, error in outcomes:
-            job.loop.call_soon_threadsafe(_settle, job.future, result, error)
+            # RuntimeError: the waiter's event loop is gone, so nobody is listening.
+            with contextlib.suppress(RuntimeError):
+                job.loop.call_soon_threadsafe(_settle, job.future, result, error)
 
 
 def _row_to_token(row: sqlite3.Row | tuple[Any, ...]) -> TokenRecord:
@@ -208,6 +218,7 @@ def _row_to_token(row: sqlite3.Row | tuple[Any, ...]) -> TokenRecord:
     )
 
 
+_NAMESPACE_COLUMNS = "id, account_id, title, jurisdiction"
 _TOKEN_COLUMNS = (
     "id, account_id, name, salt, secret_hash, namespaces, read_only, admin, created_at, revoked_at"
 )
@@ -304,8 +315,9 @@ class SQLiteStore:
                 raise errors.too_many_namespaces(max_per_account)
             try:
                 conn.execute(
-                    "INSERT INTO namespaces(id, account_id, title) VALUES (?, ?, ?)",
-                    (namespace.id, namespace.account_id, namespace.title),
+                    "INSERT INTO namespaces(id, account_id, title, jurisdiction) "
+                    "VALUES (?, ?, ?, ?)",
+                    (namespace.id, namespace.account_id, namespace.title, namespace.jurisdiction),
                 )
             except sqlite3.IntegrityError:
                 raise errors.duplicate_title(namespace.title) from None
@@ -317,10 +329,10 @@ class SQLiteStore:
         """The namespace with this id, in any account."""
         row = (
             self._reader()
-            .execute("SELECT id, account_id, title FROM namespaces WHERE id=?", (namespace_id,))
+            .execute(f"SELECT {_NAMESPACE_COLUMNS} FROM namespaces WHERE id=?", (namespace_id,))
             .fetchone()
         )
-        return None if row is None else Namespace(row[0], row[1], row[2])
+        return None if row is None else Namespace(*row)
 
     async def list_namespaces(
         self,
@@ -342,18 +354,18 @@ class SQLiteStore:
         conn = self._reader()
         (total,) = conn.execute(f"SELECT count(*) FROM namespaces WHERE {where}", params).fetchone()
         rows = conn.execute(
-            f"SELECT id, account_id, title FROM namespaces WHERE {where} "
+            f"SELECT {_NAMESPACE_COLUMNS} FROM namespaces WHERE {where} "
             f"ORDER BY {column} {direction}, id {direction} LIMIT ? OFFSET ?",
             [*params, limit, offset],
         ).fetchall()
-        return [Namespace(r[0], r[1], r[2]) for r in rows], int(total)
+        return [Namespace(*r) for r in rows], int(total)
 
     async def rename_namespace(self, namespace_id: str, title: str) -> Namespace:
         """Change a title; KVError if it is taken or the namespace is gone."""
 
         def job(conn: sqlite3.Connection, _: _Writer) -> Namespace:
             row = conn.execute(
-                "SELECT account_id FROM namespaces WHERE id=?", (namespace_id,)
+                "SELECT account_id, jurisdiction FROM namespaces WHERE id=?", (namespace_id,)
             ).fetchone()
             if row is None:
                 raise errors.namespace_not_found("rename namespace")
@@ -361,7 +373,7 @@ class SQLiteStore:
                 conn.execute("UPDATE namespaces SET title=? WHERE id=?", (title, namespace_id))
             except sqlite3.IntegrityError:
                 raise errors.duplicate_title(title) from None
-            return Namespace(namespace_id, row[0], title)
+            return Namespace(namespace_id, row[0], title, row[1])
 
         return await self._writer.submit(job)
 
