@@ -15,7 +15,7 @@ import secrets
 from collections.abc import Callable, Sequence
 
 from pullkv import errors
-from pullkv.store.base import Store
+from pullkv.backend import TokenSource
 from pullkv.types import TokenRecord
 
 ADMIN_TOKEN_ENV = "PULLKV_ADMIN_TOKEN"
@@ -117,9 +117,9 @@ class Authenticator:
     """
 
     def __init__(
-        self, store: Store, clock: Callable[[], float], *, cache_seconds: float = 10.0
+        self, source: TokenSource, clock: Callable[[], float], *, cache_seconds: float = 10.0
     ) -> None:
-        self._store = store
+        self._source = source
         self._clock = clock
         self._cache_seconds = cache_seconds
         self._cache: dict[bytes, tuple[TokenRecord, float]] = {}
@@ -134,7 +134,7 @@ class Authenticator:
         cached = self._cache.get(cache_key)
         if cached is not None and cached[1] > now:
             return cached[0]
-        record = await self._store.get_token(token_id_of(token))
+        record = await self._source.get_token(token_id_of(token))
         if record is None or not verify(record, token):
             self._cache.pop(cache_key, None)
             raise errors.authentication_error()

@@ -608,7 +608,7 @@ def keyring_list(ctx: Context, data_dir: Path) -> None:
     from pullkv.keyring import load_keyring
 
     async def job(store: Any, master_key: bytes) -> dict[str, Any]:
-        ring = await load_keyring(store, master_key, create=False)
+        ring = await load_keyring(store, master_key)
         return {"keys": ring.key_ids, "current": ring.current_id}
 
     result = _with_store(data_dir, job)
@@ -645,7 +645,7 @@ def keyring_reencrypt(ctx: Context, data_dir: Path) -> None:
     from pullkv.keyring import load_keyring, reencrypt
 
     async def job(store: Any, master_key: bytes) -> Any:
-        ring = await load_keyring(store, master_key, create=False)
+        ring = await load_keyring(store, master_key)
         with click.progressbar(length=0, label="Re-encrypting", file=sys.stderr) as bar:
             return await reencrypt(store, ring, progress=bar.update)
 

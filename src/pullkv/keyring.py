@@ -5,28 +5,30 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pullkv.backend import KeySource
 from pullkv.crypto import CryptoError, Keyring, key_id_of, new_key, part_aad, unwrap_key, wrap_key
 from pullkv.store.base import Store
 
 
-async def load_keyring(store: Store, master_key: bytes, *, create: bool = True) -> Keyring:
-    """The store's keyring, unwrapped with the master key; the newest key is current.
-
-    A store with no data key gets its first one when ``create`` is set.
-    """
-    rows = await store.data_keys()
+async def load_keyring(source: KeySource, master_key: bytes) -> Keyring:
+    """The keyring from ``source``, unwrapped with the master key; the newest key is current."""
+    rows = await source.data_keys()
     if not rows:
-        if not create:
-            raise CryptoError("the store has no data keys yet")
-        await store.add_data_key(1, wrap_key(master_key, 1, new_key()))
-        rows = await store.data_keys()
+        raise CryptoError("the store has no data keys yet")
     keys = {key_id: unwrap_key(master_key, key_id, wrapped) for key_id, wrapped in rows}
     return Keyring(keys, max(keys))
 
 
+async def ensure_keyring(store: Store, master_key: bytes) -> Keyring:
+    """The store's keyring, giving a store with no data key its first one."""
+    if not await store.data_keys():
+        await store.add_data_key(1, wrap_key(master_key, 1, new_key()))
+    return await load_keyring(store, master_key)
+
+
 async def rotate(store: Store, master_key: bytes) -> int:
     """Add a new data key, which becomes current for new writes; return its id."""
-    await load_keyring(store, master_key)  # proves the master key opens the existing keys
+    await ensure_keyring(store, master_key)  # proves the master key opens the existing keys
     while True:
         rows = await store.data_keys()
         key_id = max((k for k, _ in rows), default=0) + 1
@@ -91,14 +93,14 @@ class KeyringHolder:
 
     def __init__(
         self,
-        store: Store,
+        source: KeySource,
         master_key: bytes,
         keyring: Keyring,
         clock: Callable[[], float],
         *,
         refresh_seconds: float = 30.0,
     ) -> None:
-        self._store = store
+        self._source = source
         self._master_key = master_key
         self.keyring = keyring
         self._clock = clock
@@ -119,5 +121,5 @@ class KeyringHolder:
 
     async def reload(self) -> None:
         """Read the keyring from the store again."""
-        self.keyring = await load_keyring(self._store, self._master_key)
+        self.keyring = await load_keyring(self._source, self._master_key)
         self._loaded_at = self._clock()

@@ -21,8 +21,9 @@ from pullkv.auth import (
 )
 from pullkv.crypto import CryptoError, load_master_key, write_secret_file
 from pullkv.http.app import App
-from pullkv.keyring import KeyringHolder, load_keyring
+from pullkv.keyring import KeyringHolder, ensure_keyring
 from pullkv.limits import DEFAULT_LIMITS, Limits
+from pullkv.origin.local import LocalBackend
 from pullkv.origin.service import KVService
 from pullkv.store import open_store, sqlite_path_for
 from pullkv.store.base import Store
@@ -117,7 +118,7 @@ async def start_node(config: NodeConfig, clock: Callable[[], float] = time.time)
         f"sqlite://{sqlite_path_for(config.data_dir)}", group_commit=config.group_commit
     )
     try:
-        keyring = await load_keyring(store, master_key)
+        keyring = await ensure_keyring(store, master_key)
     except CryptoError as exc:
         await store.close()
         raise NodeError(str(exc)) from None
@@ -133,12 +134,13 @@ async def start_node(config: NodeConfig, clock: Callable[[], float] = time.time)
     admin_source = await ensure_admin_token(
         store, config.data_dir, account_id, config.environ, int(clock())
     )
+    backend = LocalBackend(store, config.limits, clock)
     service = KVService(
-        store, KeyringHolder(store, master_key, keyring, clock), config.limits, clock
+        backend, KeyringHolder(store, master_key, keyring, clock), config.limits, clock
     )
     app = App(
         service,
-        Authenticator(store, clock),
+        Authenticator(backend, clock),
         background=[lambda: purge_loop(store, clock, config.purge_interval)],
         on_shutdown=store.close,
     )

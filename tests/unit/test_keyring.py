@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pullkv.crypto import CryptoError, Keyring, key_id_of, new_key, part_aad, unwrap_key
-from pullkv.keyring import KeyringHolder, load_keyring, reencrypt, rotate
+from pullkv.keyring import KeyringHolder, ensure_keyring, load_keyring, reencrypt, rotate
 from pullkv.store.sqlite import SQLiteStore
 from pullkv.types import Namespace, SealedEntry, SealedWrite
 from tests.unit.helpers import FakeClock
@@ -53,12 +53,12 @@ def opened(keyring: Keyring, ns: str, entry: SealedEntry) -> tuple[bytes, bytes 
 
 
 async def test_load_creates_key_1(store: SQLiteStore, master: bytes) -> None:
-    keyring = await load_keyring(store, master)
+    keyring = await ensure_keyring(store, master)
     assert keyring.current_id == 1 and keyring.key_ids == [1]
     rows = await store.data_keys()
     assert [key_id for key_id, _ in rows] == [1]
     # Loading again reads the same key instead of making another.
-    again = await load_keyring(store, master)
+    again = await ensure_keyring(store, master)
     aad = part_aad("n", "k", "value")
     assert again.open(keyring.seal(b"x", aad), aad) == b"x"
     assert len(await store.data_keys()) == 1
@@ -66,37 +66,37 @@ async def test_load_creates_key_1(store: SQLiteStore, master: bytes) -> None:
 
 async def test_load_without_create(store: SQLiteStore, master: bytes) -> None:
     with pytest.raises(CryptoError, match="no data keys"):
-        await load_keyring(store, master, create=False)
+        await load_keyring(store, master)
     assert await store.data_keys() == []
-    await load_keyring(store, master)
-    assert (await load_keyring(store, master, create=False)).current_id == 1
+    await ensure_keyring(store, master)
+    assert (await load_keyring(store, master)).current_id == 1
 
 
 async def test_load_with_wrong_master_key(store: SQLiteStore, master: bytes) -> None:
-    await load_keyring(store, master)
+    await ensure_keyring(store, master)
     with pytest.raises(CryptoError, match="does not open with this master key"):
-        await load_keyring(store, new_key())
+        await ensure_keyring(store, new_key())
 
 
 async def test_data_keys_are_stored_wrapped(store: SQLiteStore, master: bytes) -> None:
-    await load_keyring(store, master)
+    await ensure_keyring(store, master)
     ((key_id, wrapped),) = await store.data_keys()
     assert len(unwrap_key(master, key_id, wrapped)) == 32
     assert len(wrapped) > 32
 
 
 async def test_rotate(store: SQLiteStore, master: bytes) -> None:
-    first = await load_keyring(store, master)
+    first = await ensure_keyring(store, master)
     ns = await make_ns(store)
     await store.put(ns, [sealed(first, ns, "old", b"old value", b'{"m":1}')])
     assert await rotate(store, master) == 2
-    second = await load_keyring(store, master)
+    second = await ensure_keyring(store, master)
     assert second.current_id == 2 and second.key_ids == [1, 2]
     entry = await store.get(ns, "old", 0)
     assert entry is not None and key_id_of(entry.value) == 1
     assert opened(second, ns, entry) == (b"old value", b'{"m":1}')
     assert await rotate(store, master) == 3
-    assert (await load_keyring(store, master)).current_id == 3
+    assert (await ensure_keyring(store, master)).current_id == 3
 
 
 async def test_rotate_on_an_empty_store_starts_at_2(store: SQLiteStore, master: bytes) -> None:
@@ -104,7 +104,7 @@ async def test_rotate_on_an_empty_store_starts_at_2(store: SQLiteStore, master: 
 
 
 async def test_rotate_refuses_a_wrong_master_key(store: SQLiteStore, master: bytes) -> None:
-    await load_keyring(store, master)
+    await ensure_keyring(store, master)
     with pytest.raises(CryptoError):
         await rotate(store, new_key())
     assert len(await store.data_keys()) == 1
@@ -113,7 +113,7 @@ async def test_rotate_refuses_a_wrong_master_key(store: SQLiteStore, master: byt
 async def test_reencrypt_moves_everything_to_the_current_key(
     store: SQLiteStore, master: bytes
 ) -> None:
-    first = await load_keyring(store, master)
+    first = await ensure_keyring(store, master)
     ns1, ns2 = await make_ns(store), await make_ns(store)
     originals = {}
     for ns in (ns1, ns2):
@@ -126,7 +126,7 @@ async def test_reencrypt_moves_everything_to_the_current_key(
         await store.put(ns, writes)
     versions_before = {(n, e.key): e.version for n, e in await store.scan_entries(None, 1000)}
     await rotate(store, master)
-    keyring = await load_keyring(store, master)
+    keyring = await ensure_keyring(store, master)
     pages: list[int] = []
     report = await reencrypt(store, keyring, batch=7, progress=pages.append)
     assert (report.scanned, report.resealed, report.skipped_changed) == (50, 50, 0)
@@ -148,10 +148,10 @@ async def test_reencrypt_moves_everything_to_the_current_key(
 
 
 async def test_reencrypt_reseals_metadata_alone(store: SQLiteStore, master: bytes) -> None:
-    first = await load_keyring(store, master)
+    first = await ensure_keyring(store, master)
     ns = await make_ns(store)
     await rotate(store, master)
-    keyring = await load_keyring(store, master)
+    keyring = await ensure_keyring(store, master)
     value = keyring.seal(b"v", part_aad(ns, "k", "value"))
     meta = first.seal(b"{}", part_aad(ns, "k", "metadata"))
     await store.put(ns, [SealedWrite("k", value, meta, None)])
@@ -188,11 +188,11 @@ class RacingStore:
 
 
 async def test_reencrypt_skips_entries_changed_meanwhile(store: SQLiteStore, master: bytes) -> None:
-    first = await load_keyring(store, master)
+    first = await ensure_keyring(store, master)
     ns = await make_ns(store)
     await store.put(ns, [sealed(first, ns, f"k{i}", b"old", None) for i in range(5)])
     await rotate(store, master)
-    keyring = await load_keyring(store, master)
+    keyring = await ensure_keyring(store, master)
     racing = RacingStore(store, keyring, ns, "k2")
     report = await reencrypt(racing, keyring, batch=2)  # type: ignore[arg-type]
     assert racing.raced
@@ -207,7 +207,7 @@ async def test_reencrypt_skips_entries_changed_meanwhile(store: SQLiteStore, mas
 
 
 async def test_reencrypt_empty_store(store: SQLiteStore, master: bytes) -> None:
-    keyring = await load_keyring(store, master)
+    keyring = await ensure_keyring(store, master)
     report = await reencrypt(store, keyring)
     assert (report.scanned, report.resealed, report.skipped_changed) == (0, 0, 0)
 
@@ -215,10 +215,10 @@ async def test_reencrypt_empty_store(store: SQLiteStore, master: bytes) -> None:
 # KeyringHolder.
 async def test_holder_reloads_for_an_unknown_key(store: SQLiteStore, master: bytes) -> None:
     clock = FakeClock()
-    holder = KeyringHolder(store, master, await load_keyring(store, master), clock)
+    holder = KeyringHolder(store, master, await ensure_keyring(store, master), clock)
     # Another process rotates and writes with the new key.
     await rotate(store, master)
-    theirs = await load_keyring(store, master)
+    theirs = await ensure_keyring(store, master)
     aad = part_aad("n", "k", "value")
     blob = theirs.seal(b"from elsewhere", aad)
     assert not holder.keyring.has(2)
@@ -230,7 +230,7 @@ async def test_holder_reloads_for_an_unknown_key(store: SQLiteStore, master: byt
 async def test_holder_refreshes_after_the_interval(store: SQLiteStore, master: bytes) -> None:
     clock = FakeClock()
     holder = KeyringHolder(
-        store, master, await load_keyring(store, master), clock, refresh_seconds=30
+        store, master, await ensure_keyring(store, master), clock, refresh_seconds=30
     )
     await rotate(store, master)
     clock.advance(29.9)
@@ -241,7 +241,7 @@ async def test_holder_refreshes_after_the_interval(store: SQLiteStore, master: b
 
 async def test_holder_for_a_known_key_does_not_reload(store: SQLiteStore, master: bytes) -> None:
     clock = FakeClock()
-    holder = KeyringHolder(store, master, await load_keyring(store, master), clock)
+    holder = KeyringHolder(store, master, await ensure_keyring(store, master), clock)
     aad = part_aad("n", "k", "value")
     blob = holder.keyring.seal(b"x", aad)
     await rotate(store, master)

@@ -15,8 +15,9 @@ import pytest
 
 from pullkv import errors
 from pullkv.crypto import key_id_of, new_key, part_aad
-from pullkv.keyring import KeyringHolder, load_keyring, rotate
+from pullkv.keyring import KeyringHolder, ensure_keyring, rotate
 from pullkv.limits import DEFAULT_LIMITS, MIB, Limits
+from pullkv.origin.local import LocalBackend
 from pullkv.origin.service import KVService, render_bulk_get
 from pullkv.store.sqlite import SQLiteStore
 from pullkv.types import Entry, SealedWrite, ValueWrite
@@ -68,8 +69,8 @@ async def make_world(tmp_path: Path, limits: Limits) -> World:
     store = SQLiteStore(tmp_path / "store.sqlite3")
     clock = FakeClock(NOW)
     master = new_key()
-    holder = KeyringHolder(store, master, await load_keyring(store, master), clock)
-    service = KVService(store, holder, limits, clock)
+    holder = KeyringHolder(store, master, await ensure_keyring(store, master), clock)
+    service = KVService(LocalBackend(store, limits, clock), holder, limits, clock)
     namespace = await service.create_namespace(ACCOUNT, "test")
     return World(service, store, clock, master, namespace.id)
 
@@ -229,7 +230,7 @@ async def test_g3_ttl_boundary(world: World) -> None:
     assert await world.value("k") is None
     assert await world.names() == []
     assert await world.service.get_many(ACCOUNT, world.ns, ["k"]) == {"k": None}
-    assert await world.service.get_sealed(ACCOUNT, world.ns, "k") is None
+    assert (await world.service.backend.read(ACCOUNT, world.ns, "k", None)).entry is None
 
 
 async def test_delete(world: World) -> None:
@@ -251,10 +252,10 @@ async def test_values_are_encrypted_and_bound(world: World) -> None:
         await world.service.get(ACCOUNT, world.ns, "copy")
 
 
-async def test_get_sealed(world: World) -> None:
+async def test_backend_reads_are_sealed(world: World) -> None:
     version = await world.put("k", b"x")
-    sealed = await world.service.get_sealed(ACCOUNT, world.ns, "k")
-    assert sealed is not None and sealed.version == version
+    sealed = (await world.service.backend.read(ACCOUNT, world.ns, "k", None)).entry
+    assert sealed is not None and sealed.version == version and b"x" not in sealed.value
     assert (await world.service.open(world.ns, sealed)).value == b"x"
 
 
@@ -273,7 +274,7 @@ async def test_reads_old_data_after_rotation(world: World) -> None:
 
 async def test_reads_data_sealed_by_another_process_after_its_rotation(world: World) -> None:
     await rotate(world.store, world.master)
-    theirs = await load_keyring(world.store, world.master)
+    theirs = await ensure_keyring(world.store, world.master)
     aad = part_aad(world.ns, "k", "value")
     await world.store.put(world.ns, [SealedWrite("k", theirs.seal(b"theirs", aad), None, None)])
     assert await world.value("k") == b"theirs"  # no clock advance needed
@@ -647,7 +648,7 @@ async def test_failed_write_does_not_use_up_the_rate(limited: World) -> None:
     await limited.store.delete_namespace(limited.ns)  # gone from the store, still cached
     with raises_kv(404, errors.NAMESPACE_NOT_FOUND):
         await limited.put("k")
-    assert limited.service.rate.check(limited.ns, "k", limited.clock())
+    assert limited.service.backend.rate.check(limited.ns, "k", limited.clock())
 
 
 async def test_bulk_put_reports_rate_limited_keys(limited: World) -> None:

@@ -15,7 +15,8 @@ from typing import Any
 
 from pullkv import errors
 from pullkv.auth import Authenticator, authorize, generate_token, make_record
-from pullkv.http.asgi import OCTET_TYPE, Request, Response, envelope
+from pullkv.backend import CacheInfo
+from pullkv.http.asgi import OCTET_TYPE, Request, Response, envelope, error_response
 from pullkv.http.multipart import parse_form
 from pullkv.origin.service import BulkType, KVService, render_bulk_get
 from pullkv.types import TokenRecord, ValueWrite
@@ -53,6 +54,13 @@ Handler = Callable[["RestAPI", Call], Awaitable[Response]]
 def header_json(metadata_json: str) -> bytes:
     """Metadata re-serialised as ASCII-only JSON, safe in an HTTP header."""
     return json.dumps(json.loads(metadata_json), separators=(",", ":")).encode("ascii")
+
+
+def cache_headers(cache: CacheInfo | None) -> list[tuple[bytes, bytes]]:
+    """``Cache-Status`` and ``Age`` for a read a cache answered."""
+    if cache is None:
+        return []
+    return [(b"cache-status", cache.header().encode()), (b"age", str(max(cache.age, 0)).encode())]
 
 
 def _one_of(name: str, raw: str | None, allowed: tuple[str, ...], default: str) -> str:
@@ -218,13 +226,16 @@ class RestAPI:
 
     # Values.
     async def get_value(self, call: Call) -> Response:
-        """GET values/{key}: the raw bytes, with an ``expiration`` header when set."""
+        """GET values/{key}: the raw bytes, with ``expiration``, ``Cache-Status`` and ``Age``."""
         authorize(call.token, call.account_id, namespace_id=call.namespace_id)
-        parse_cache_ttl(call.request.query("cache_ttl"), self.limits)
-        entry = await self.service.get(call.account_id, call.namespace_id, call.key)
+        cache_ttl = parse_cache_ttl(call.request.query("cache_ttl"), self.limits)
+        read = await self.service.read(call.account_id, call.namespace_id, call.key, cache_ttl)
+        headers = cache_headers(read.cache)
+        entry = read.entry
         if entry is None:
-            raise errors.key_not_found("get")
-        headers = []
+            missing = error_response(errors.key_not_found("get"))
+            missing.headers += headers
+            return missing
         if entry.expiration is not None:
             headers.append((b"expiration", str(entry.expiration).encode()))
         if entry.metadata_json is not None:
@@ -367,7 +378,8 @@ class RestAPI:
         authorize(call.token, call.account_id, namespace_id=call.namespace_id)
         body = await call.request.json(self.limits.json_body_max_bytes)
         keys, kind, with_metadata = parse_bulk_get(body)
-        entries = await self.service.get_many(call.account_id, call.namespace_id, keys)
+        cache_ttl = parse_cache_ttl(call.request.query("cache_ttl"), self.limits)
+        entries = await self.service.get_many(call.account_id, call.namespace_id, keys, cache_ttl)
         values = render_bulk_get(entries, kind, with_metadata, self.limits)
         return envelope({"values": values})
 
@@ -383,7 +395,7 @@ class RestAPI:
     async def list_tokens(self, call: Call) -> Response:
         """GET tokens: the account's tokens, never their secrets."""
         authorize(call.token, call.account_id, admin=True)
-        tokens = await self.service.store.list_tokens(call.account_id)
+        tokens = await self.service.backend.list_tokens(call.account_id)
         return envelope([t.to_api() for t in tokens])
 
     async def create_token(self, call: Call) -> Response:
@@ -417,15 +429,13 @@ class RestAPI:
             read_only=read_only,
             admin=admin,
         )
-        await self.service.store.add_token(record)
+        await self.service.backend.add_token(record)
         return envelope({**record.to_api(), "value": token})
 
     async def revoke_token(self, call: Call) -> Response:
         """DELETE tokens/{id}: revoke at once."""
         authorize(call.token, call.account_id, admin=True)
-        if not await self.service.store.revoke_token(
-            call.account_id, call.token_id, int(self.service.clock())
-        ):
+        if not await self.service.backend.revoke_token(call.account_id, call.token_id):
             raise errors.token_not_found(call.token_id)
         self.authenticator.forget(call.token_id)
         return envelope({"id": call.token_id})

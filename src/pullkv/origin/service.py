@@ -1,7 +1,8 @@
-"""The KV service: Workers KV semantics over a store.
+"""The KV service: Workers KV semantics over a backend.
 
-It validates (limits), encrypts, enforces expiry and the same-key write rate, and decides
-namespace visibility per account. It knows nothing of HTTP; the clock is injected.
+It validates (limits), encrypts and decrypts, and turns refused writes into 429s. Where the
+data lives (a local store, or a cache in front of an upstream) is the backend's business; the
+same service answers at origins and edges. It knows nothing of HTTP; the clock is injected.
 """
 
 from __future__ import annotations
@@ -9,15 +10,16 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pullkv import errors
+from pullkv.backend import Backend, CacheInfo
 from pullkv.crypto import CryptoError, part_aad
 from pullkv.cursor import decode_cursor, encode_cursor
 from pullkv.keyring import KeyringHolder
 from pullkv.limits import Limits
-from pullkv.ratelimit import WriteRateLimiter
-from pullkv.store.base import NamespaceOrder, Store
+from pullkv.store.base import NamespaceOrder
 from pullkv.types import (
     BulkResult,
     Entry,
@@ -36,42 +38,35 @@ from pullkv.validate import (
 )
 
 BulkType = Literal["text", "json"]
-_NAMESPACE_CACHE_SECONDS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    """A decrypted read with how a cache answered it (None straight from a store)."""
+
+    entry: Entry | None
+    cache: CacheInfo | None
 
 
 class KVService:
-    """Every KV operation of one origin (see the module docstring)."""
+    """Every KV operation (see the module docstring)."""
 
     def __init__(
         self,
-        store: Store,
+        backend: Backend,
         keys: KeyringHolder,
         limits: Limits,
         clock: Callable[[], float],
     ) -> None:
-        self.store = store
+        self.backend = backend
         self.keys = keys
         self.limits = limits
         self.clock = clock
-        self.rate = WriteRateLimiter(limits.writes_per_key_per_second)
-        self._namespaces: dict[str, tuple[Namespace, float]] = {}
 
     # Namespaces.
     async def namespace(self, account_id: str, namespace_id: str, operation: str) -> Namespace:
         """The namespace if it exists in this account; 404 otherwise."""
-        now = self.clock()
-        cached = self._namespaces.get(namespace_id)
-        if cached is not None and cached[1] > now:
-            namespace = cached[0]
-        else:
-            found = await self.store.get_namespace(namespace_id)
-            if found is None:
-                raise errors.namespace_not_found(operation)
-            namespace = found
-            self._namespaces[namespace_id] = (namespace, now + _NAMESPACE_CACHE_SECONDS)
-        if namespace.account_id != account_id:
-            raise errors.namespace_not_found(operation)
-        return namespace
+        return await self.backend.namespace(account_id, namespace_id, operation)
 
     async def list_namespaces(
         self,
@@ -84,7 +79,7 @@ class KVService:
         only: Sequence[str] | None = None,
     ) -> tuple[list[Namespace], int]:
         """A page of the account's namespaces and their total; a page past the end is empty."""
-        return await self.store.list_namespaces(
+        return await self.backend.list_namespaces(
             account_id, order, descending, (page - 1) * per_page, per_page, only
         )
 
@@ -96,39 +91,39 @@ class KVService:
         namespace = Namespace(
             uuid.uuid4().hex, account_id, clean, validate_jurisdiction(jurisdiction)
         )
-        return await self.store.create_namespace(namespace, self.limits.max_namespaces_per_account)
+        return await self.backend.create_namespace(namespace)
 
     async def rename_namespace(self, account_id: str, namespace_id: str, title: Any) -> Namespace:
         """Give a namespace a new title."""
         clean = validate_title(title, self.limits)
-        await self.namespace(account_id, namespace_id, "rename namespace")
-        renamed = await self.store.rename_namespace(namespace_id, clean)
-        self._namespaces.pop(namespace_id, None)
-        return renamed
+        return await self.backend.rename_namespace(account_id, namespace_id, clean)
 
     async def delete_namespace(self, account_id: str, namespace_id: str) -> None:
         """Delete a namespace and all its keys."""
-        await self.namespace(account_id, namespace_id, "delete namespace")
-        self._namespaces.pop(namespace_id, None)
-        if not await self.store.delete_namespace(namespace_id):
-            raise errors.namespace_not_found("delete namespace")
+        await self.backend.delete_namespace(account_id, namespace_id)
 
     # Reads.
-    async def get(self, account_id: str, namespace_id: str, key: str) -> Entry | None:
-        """A live key, decrypted, or None."""
+    async def read(
+        self, account_id: str, namespace_id: str, key: str, cache_ttl: int | None = None
+    ) -> Read:
+        """A live key, decrypted (or None), with cache details."""
         validate_key(key, self.limits)
-        await self.namespace(account_id, namespace_id, "get")
-        sealed = await self.store.get(namespace_id, key, int(self.clock()))
-        return None if sealed is None else await self.open(namespace_id, sealed)
+        lookup = await self.backend.read(account_id, namespace_id, key, cache_ttl)
+        entry = None if lookup.entry is None else await self.open(namespace_id, lookup.entry)
+        return Read(entry, lookup.cache)
 
-    async def get_sealed(self, account_id: str, namespace_id: str, key: str) -> SealedEntry | None:
-        """A live key as stored (ciphertext), or None: what travels between tiers."""
-        validate_key(key, self.limits)
-        await self.namespace(account_id, namespace_id, "get")
-        return await self.store.get(namespace_id, key, int(self.clock()))
+    async def get(
+        self, account_id: str, namespace_id: str, key: str, cache_ttl: int | None = None
+    ) -> Entry | None:
+        """A live key, decrypted, or None."""
+        return (await self.read(account_id, namespace_id, key, cache_ttl)).entry
 
     async def get_many(
-        self, account_id: str, namespace_id: str, keys: Sequence[str]
+        self,
+        account_id: str,
+        namespace_id: str,
+        keys: Sequence[str],
+        cache_ttl: int | None = None,
     ) -> dict[str, Entry | None]:
         """Several keys at once (1..100), decrypted; missing keys map to None."""
         if not keys:
@@ -137,11 +132,11 @@ class KVService:
             raise errors.bulk_get_too_many(self.limits.bulk_get_max_keys)
         for key in keys:
             validate_key(key, self.limits)
-        await self.namespace(account_id, namespace_id, "bulk get")
-        found = await self.store.get_many(namespace_id, keys, int(self.clock()))
+        unique = list(dict.fromkeys(keys))
+        found = await self.backend.read_many(account_id, namespace_id, unique, cache_ttl)
         result: dict[str, Entry | None] = {}
-        for key in keys:
-            sealed = found.get(key)
+        for key in unique:
+            sealed = found[key].entry
             result[key] = None if sealed is None else await self.open(namespace_id, sealed)
         return result
 
@@ -157,49 +152,37 @@ class KVService:
         """A page of live keys in UTF-8 byte order; the cursor is None on the last page."""
         validate_prefix(prefix, self.limits)
         after = decode_cursor(cursor) if cursor else None
-        await self.namespace(account_id, namespace_id, "list keys")
         # One extra row tells whether this is the last page, so a complete list never
         # ends with an empty page.
-        rows = await self.store.list_keys(namespace_id, prefix, after, limit + 1, int(self.clock()))
+        rows = await self.backend.list_keys(account_id, namespace_id, prefix, after, limit + 1)
         more = len(rows) > limit
         rows = rows[:limit]
         keys = []
         for row in rows:
             metadata = None
             if row.metadata is not None:
-                metadata = await self._open_part(namespace_id, row.key, "metadata", row.metadata)
-            keys.append(
-                KeyInfo(row.key, row.expiration, metadata.decode("utf-8") if metadata else None)
-            )
+                raw = await self._open_part(namespace_id, row.key, "metadata", row.metadata)
+                metadata = raw.decode("utf-8")
+            keys.append(KeyInfo(row.key, row.expiration, metadata))
         return KeyPage(keys, encode_cursor(rows[-1].key) if more and rows else None)
 
     # Writes.
     async def put(self, account_id: str, namespace_id: str, write: ValueWrite) -> int:
         """Write one key durably; 429 if it was written less than a second ago."""
         validate_key(write.key, self.limits)
-        await self.namespace(account_id, namespace_id, "put")
-        now = self.clock()
-        if not self.rate.acquire(namespace_id, write.key, now):
+        sealed = await self.seal(namespace_id, write)
+        result = await self.backend.write(account_id, namespace_id, [sealed])
+        if result.refused:
             raise errors.rate_limited(write.key)
-        try:
-            sealed = await self.seal(namespace_id, write)
-            (version,) = await self.store.put(namespace_id, [sealed])
-        except BaseException:
-            self.rate.forget(namespace_id, write.key)
-            raise
-        return version
+        return result.versions[write.key]
 
     async def delete(self, account_id: str, namespace_id: str, key: str) -> int:
         """Delete one key (missing is fine); 429 past the same-key write rate."""
         validate_key(key, self.limits)
-        await self.namespace(account_id, namespace_id, "delete")
-        if not self.rate.acquire(namespace_id, key, self.clock()):
+        result = await self.backend.delete(account_id, namespace_id, [key])
+        if result.refused:
             raise errors.rate_limited(key)
-        try:
-            return await self.store.delete(namespace_id, [key])
-        except BaseException:
-            self.rate.forget(namespace_id, key)
-            raise
+        return result.versions[key]
 
     async def bulk_put(
         self, account_id: str, namespace_id: str, writes: Sequence[ValueWrite]
@@ -213,23 +196,10 @@ class KVService:
             raise errors.bulk_too_many(len(writes), self.limits.bulk_write_max_items)
         for write in writes:
             validate_key(write.key, self.limits)
-        await self.namespace(account_id, namespace_id, "bulk write")
-        now = self.clock()
-        # A key named twice in one request is written once, with its last value.
-        latest = {write.key: write for write in writes}
-        accepted = [w for w in latest.values() if self.rate.acquire(namespace_id, w.key, now)]
-        accepted_keys = {w.key for w in accepted}
-        refused = [k for k in latest if k not in accepted_keys]
-        try:
-            sealed = [await self.seal(namespace_id, w) for w in accepted]
-            if sealed:
-                await self.store.put(namespace_id, sealed)
-        except BaseException:
-            for write in accepted:
-                self.rate.forget(namespace_id, write.key)
-            raise
-        accepted_count = sum(1 for w in writes if w.key in accepted_keys)
-        return BulkResult(accepted_count, refused)
+        sealed = [await self.seal(namespace_id, w) for w in writes]
+        result = await self.backend.write(account_id, namespace_id, sealed)
+        written = sum(1 for w in writes if w.key in result.versions)
+        return BulkResult(written, result.refused)
 
     async def bulk_delete(
         self, account_id: str, namespace_id: str, keys: Sequence[str]
@@ -239,20 +209,8 @@ class KVService:
             raise errors.bulk_too_many(len(keys), self.limits.bulk_write_max_items)
         for key in keys:
             validate_key(key, self.limits)
-        await self.namespace(account_id, namespace_id, "bulk delete")
-        now = self.clock()
-        unique = list(dict.fromkeys(keys))
-        accepted = [k for k in unique if self.rate.acquire(namespace_id, k, now)]
-        accepted_set = set(accepted)
-        try:
-            if accepted:
-                await self.store.delete(namespace_id, accepted)
-        except BaseException:
-            for key in accepted:
-                self.rate.forget(namespace_id, key)
-            raise
-        refused = [k for k in unique if k not in accepted_set]
-        return BulkResult(sum(1 for k in keys if k in accepted_set), refused)
+        result = await self.backend.delete(account_id, namespace_id, keys)
+        return BulkResult(sum(1 for k in keys if k in result.versions), result.refused)
 
     # Sealing.
     async def seal(self, namespace_id: str, write: ValueWrite) -> SealedWrite:

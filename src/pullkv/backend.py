@@ -1,0 +1,149 @@
+"""What the KV service needs beneath it: the authoritative data, local or through a cache.
+
+An origin's backend is its store (``origin.local.LocalBackend``); an edge's backend is its
+cache in front of an upstream (``edge.backend.EdgeBackend``), and the upstream is itself a
+backend reached over HTTP (``edge.upstream.UpstreamBackend``). The REST API and the KV service
+are the same code over either, so an edge answers exactly as an origin would.
+
+Values and metadata cross this interface sealed (ciphertext); only the KV service, in the
+process that answers the client, opens them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from pullkv.store.base import NamespaceOrder
+from pullkv.types import ListedKey, Namespace, SealedEntry, SealedWrite, TokenRecord
+
+
+@dataclass(frozen=True, slots=True)
+class CacheInfo:
+    """How a cached read was answered, for ``Cache-Status`` (RFC 9211) and ``Age``.
+
+    ``forward`` is why the upstream was asked (``miss`` or ``stale``) or None for a hit;
+    ``stale`` marks an entry served past its TTL because the upstream failed.
+    """
+
+    hit: bool
+    age: int
+    ttl: int
+    forward: str | None = None
+    stale: bool = False
+    collapsed: bool = False
+    revalidating: bool = False
+
+    def header(self) -> str:
+        """The ``Cache-Status`` field value (RFC 9211)."""
+        parts = ["pullkv"]
+        if self.hit:
+            parts.append("hit")
+        if self.forward is not None:
+            parts.append(f"fwd={self.forward}")
+            if not self.stale:
+                parts.append("stored")
+        if self.collapsed:
+            parts.append("collapsed")
+        parts.append(f"ttl={self.ttl}")
+        if self.stale:
+            parts.append('detail="stale-if-error"')
+        elif self.revalidating:
+            parts.append('detail="revalidating"')
+        return "; ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """A read's answer: the live entry or None, and cache details when a cache answered."""
+
+    entry: SealedEntry | None
+    cache: CacheInfo | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """Versions of the accepted writes (by key) and the keys refused by the write rate."""
+
+    versions: dict[str, int] = field(default_factory=dict)
+    refused: list[str] = field(default_factory=list)
+
+
+class TokenSource(Protocol):
+    """Where token records come from."""
+
+    async def get_token(self, token_id: str) -> TokenRecord | None:
+        """A token record by id, or None."""
+
+
+class KeySource(Protocol):
+    """Where wrapped data keys come from."""
+
+    async def data_keys(self) -> list[tuple[int, bytes]]:
+        """Every (key id, wrapped key), oldest first."""
+
+
+class Backend(TokenSource, KeySource, Protocol):
+    """The authoritative data as the KV service sees it, scoped by account."""
+
+    async def close(self) -> None:
+        """Release resources."""
+
+    # Namespaces.
+    async def namespace(self, account_id: str, namespace_id: str, operation: str) -> Namespace:
+        """The namespace if it exists in this account; 404 (KVError) otherwise."""
+
+    async def list_namespaces(
+        self,
+        account_id: str,
+        order: NamespaceOrder,
+        descending: bool,
+        offset: int,
+        limit: int,
+        only: Sequence[str] | None,
+    ) -> tuple[list[Namespace], int]:
+        """A page of an account's namespaces and the total."""
+
+    async def create_namespace(self, namespace: Namespace) -> Namespace:
+        """Create a namespace (id and title already chosen and validated)."""
+
+    async def rename_namespace(self, account_id: str, namespace_id: str, title: str) -> Namespace:
+        """Give a namespace a new (validated) title."""
+
+    async def delete_namespace(self, account_id: str, namespace_id: str) -> None:
+        """Delete a namespace and its keys."""
+
+    # Keys.
+    async def read(
+        self, account_id: str, namespace_id: str, key: str, cache_ttl: int | None
+    ) -> Lookup:
+        """One key; ``cache_ttl`` bounds how long a cache may answer without revalidating."""
+
+    async def read_many(
+        self, account_id: str, namespace_id: str, keys: Sequence[str], cache_ttl: int | None
+    ) -> dict[str, Lookup]:
+        """Several keys; every requested key is in the result."""
+
+    async def list_keys(
+        self, account_id: str, namespace_id: str, prefix: str, after: str | None, limit: int
+    ) -> list[ListedKey]:
+        """Live keys with ``prefix`` strictly after ``after``, in UTF-8 byte order."""
+
+    async def write(
+        self, account_id: str, namespace_id: str, writes: Sequence[SealedWrite]
+    ) -> WriteResult:
+        """Write durably; keys over the same-key write rate are refused, not written."""
+
+    async def delete(self, account_id: str, namespace_id: str, keys: Sequence[str]) -> WriteResult:
+        """Delete durably (missing keys are fine); rate-limited keys are refused."""
+
+    # Token management (authoritative at the origin; edges forward).
+    async def add_token(self, token: TokenRecord) -> None:
+        """Store a new token record."""
+
+    async def list_tokens(self, account_id: str) -> list[TokenRecord]:
+        """An account's token records."""
+
+    async def revoke_token(self, account_id: str, token_id: str) -> bool:
+        """Revoke a token; False if the account has no such active token."""
