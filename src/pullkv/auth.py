@@ -38,6 +38,7 @@ def make_record(
     namespaces: Sequence[str] | None = None,
     read_only: bool = False,
     admin: bool = False,
+    edge: bool = False,
 ) -> TokenRecord:
     """A record for ``token`` with a fresh salt."""
     salt = os.urandom(16)
@@ -50,6 +51,7 @@ def make_record(
         namespaces=tuple(namespaces) if namespaces is not None else None,
         read_only=read_only,
         admin=admin,
+        edge=edge,
         created_at=now,
     )
 

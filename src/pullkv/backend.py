@@ -63,6 +63,15 @@ class Lookup:
 
 
 @dataclass(frozen=True, slots=True)
+class Fetched:
+    """A conditional fetch's answer for one key: the entry (None if absent), or
+    ``not_modified`` when the key is still at the version the asker holds."""
+
+    entry: SealedEntry | None
+    not_modified: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class WriteResult:
     """Versions of the accepted writes (by key) and the keys refused by the write rate."""
 
@@ -125,6 +134,15 @@ class Backend(TokenSource, KeySource, Protocol):
     ) -> dict[str, Lookup]:
         """Several keys; every requested key is in the result."""
 
+    async def fetch(
+        self,
+        account_id: str,
+        namespace_id: str,
+        keys: Sequence[tuple[str, int | None]],
+        cache_ttl: int | None,
+    ) -> dict[str, Fetched]:
+        """Conditional reads for caches below: each (key, version held or None)."""
+
     async def list_keys(
         self, account_id: str, namespace_id: str, prefix: str, after: str | None, limit: int
     ) -> list[ListedKey]:
@@ -147,3 +165,15 @@ class Backend(TokenSource, KeySource, Protocol):
 
     async def revoke_token(self, account_id: str, token_id: str) -> bool:
         """Revoke a token; False if the account has no such active token."""
+
+
+def conditional(
+    lookups: dict[str, Lookup], held: Sequence[tuple[str, int | None]]
+) -> dict[str, Fetched]:
+    """Answer a conditional fetch from plain lookups: unchanged versions are not_modified."""
+    answers = {}
+    for key, version in held:
+        entry = lookups[key].entry
+        unchanged = entry is not None and version is not None and entry.version == version
+        answers[key] = Fetched(None if unchanged else entry, not_modified=unchanged)
+    return answers

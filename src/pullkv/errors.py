@@ -277,6 +277,11 @@ def store_unavailable(reason: str) -> KVError:
     return KVError(503, UNAVAILABLE, f"Service unavailable: {reason}", retryable=True)
 
 
+def upstream_unavailable(reason: str) -> KVError:
+    """The upstream could not answer and nothing cached may stand in; safe to retry."""
+    return KVError(503, UNAVAILABLE, f"Upstream unavailable: {reason}", retryable=True)
+
+
 def internal_error() -> KVError:
     """An unexpected failure; details are logged, never sent."""
     return KVError(500, INTERNAL, "Internal error")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from pullkv.backend import KeySource
 from pullkv.crypto import CryptoError, Keyring, key_id_of, new_key, part_aad, unwrap_key, wrap_key
 from pullkv.store.base import Store
+
+log = logging.getLogger("pullkv.keyring")
 
 
 async def load_keyring(source: KeySource, master_key: bytes) -> Keyring:
@@ -89,13 +92,17 @@ async def reencrypt(
 
 class KeyringHolder:
     """The keyring a server uses, reloaded when a ciphertext names a key it does not hold
-    or when the refresh interval has passed (another process may have rotated)."""
+    or when the refresh interval has passed (another process may have rotated).
+
+    An edge starts without a keyring and loads it from its upstream on first use; a failed
+    periodic refresh keeps the keyring it has (the upstream may be down for a while).
+    """
 
     def __init__(
         self,
         source: KeySource,
         master_key: bytes,
-        keyring: Keyring,
+        keyring: Keyring | None,
         clock: Callable[[], float],
         *,
         refresh_seconds: float = 30.0,
@@ -109,17 +116,24 @@ class KeyringHolder:
 
     async def current(self) -> Keyring:
         """The keyring for sealing new writes, refreshed now and then."""
+        if self.keyring is None:
+            return await self.reload()
         if self._clock() - self._loaded_at >= self._refresh_seconds:
-            await self.reload()
+            self._loaded_at = self._clock()
+            try:
+                return await self.reload()
+            except Exception:
+                log.warning("keyring refresh failed; keeping the keyring held", exc_info=True)
         return self.keyring
 
     async def for_blob(self, blob: bytes) -> Keyring:
         """A keyring that holds the key ``blob`` names, reloading once if needed."""
-        if not self.keyring.has(key_id_of(blob)):
-            await self.reload()
+        if self.keyring is None or not self.keyring.has(key_id_of(blob)):
+            return await self.reload()
         return self.keyring
 
-    async def reload(self) -> None:
-        """Read the keyring from the store again."""
+    async def reload(self) -> Keyring:
+        """Read the keyring from its source again."""
         self.keyring = await load_keyring(self._source, self._master_key)
         self._loaded_at = self._clock()
+        return self.keyring

@@ -1,4 +1,11 @@
-"""Assembling a server process: data folder, master key, keyring, account, admin token."""
+"""Assembling a server process: an origin, an edge, or both in one (``pullkv serve``).
+
+- origin: the store, a LocalBackend, the REST API and the internal API for edges;
+- edge: an EdgeBackend (cache) in front of an UpstreamBackend (HTTP), the same REST API, and
+  the internal API over its cache so further edges can stand in front of it;
+- serve: the store and a LocalBackend with an EdgeBackend in front of it, in one process:
+  clients get the edge's cache behaviour; the internal API answers from the store.
+"""
 
 from __future__ import annotations
 
@@ -6,23 +13,24 @@ import asyncio
 import contextlib
 import logging
 import os
+import ssl
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
-from pullkv.auth import (
-    ADMIN_TOKEN_ENV,
-    ENV_ADMIN_ID,
-    Authenticator,
-    generate_token,
-    make_record,
-)
+from pullkv.auth import ADMIN_TOKEN_ENV, ENV_ADMIN_ID, Authenticator, generate_token, make_record
+from pullkv.backend import Backend
 from pullkv.crypto import CryptoError, load_master_key, write_secret_file
+from pullkv.edge.backend import EdgeBackend
+from pullkv.edge.cache import CachePolicy
+from pullkv.edge.upstream import UPSTREAM_TOKEN_ENV, UpstreamBackend
 from pullkv.http.app import App
 from pullkv.keyring import KeyringHolder, ensure_keyring
-from pullkv.limits import DEFAULT_LIMITS, Limits
+from pullkv.limits import DEFAULT_LIMITS, MIB, Limits
+from pullkv.metrics import Metrics
 from pullkv.origin.local import LocalBackend
 from pullkv.origin.service import KVService
 from pullkv.store import open_store, sqlite_path_for
@@ -34,6 +42,9 @@ ADMIN_TOKEN_FILE = "admin-token"
 ACCOUNT_SETTING = "default_account_id"
 ADMIN_TOKEN_SETTING = "admin_token_id"
 PURGE_BATCH = 1000
+READY_CACHE_SECONDS = 1.0
+
+Role = Literal["serve", "origin", "edge"]
 
 
 class NodeError(Exception):
@@ -41,27 +52,44 @@ class NodeError(Exception):
 
 
 @dataclass
+class EdgeSettings:
+    """Where an edge's upstream is and how to reach it."""
+
+    upstream: str
+    upstream_ca: Path | None = None
+    latency: float = 0.0
+    timeout: float = 5.0
+    location: str = "edge"
+
+
+@dataclass
 class NodeConfig:
     """What a server process needs to start."""
 
     data_dir: Path
+    role: Role = "serve"
     account_id: str | None = None
     limits: Limits = DEFAULT_LIMITS
     group_commit: bool = True
     purge_interval: float = 30.0
+    cache_size: int = 256 * MIB
+    policy: CachePolicy = field(default_factory=CachePolicy)
+    edge: EdgeSettings | None = None
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
 
 
 @dataclass
 class Node:
-    """A started origin: its store, service, ASGI app and what it told the operator."""
+    """A started node: its ASGI app and what it told the operator."""
 
-    store: Store
-    service: KVService
+    role: Role
     app: App
-    account_id: str
-    admin_token_source: str
-    master_key_source: str
+    metrics: Metrics
+    account_id: str | None = None
+    admin_token_source: str | None = None
+    master_key_source: str | None = None
+    upstream: str | None = None
+    backend: Backend | None = None
 
 
 async def ensure_admin_token(
@@ -75,7 +103,15 @@ async def ensure_admin_token(
     if environ.get(ADMIN_TOKEN_ENV):
         token = environ[ADMIN_TOKEN_ENV]
         await store.add_token(
-            make_record(token, ENV_ADMIN_ID, account_id, "admin (environment)", now=now, admin=True)
+            make_record(
+                token,
+                ENV_ADMIN_ID,
+                account_id,
+                "admin (environment)",
+                now=now,
+                admin=True,
+                edge=True,
+            )
         )
         return f"${ADMIN_TOKEN_ENV}"
     path = data_dir / ADMIN_TOKEN_FILE
@@ -84,7 +120,9 @@ async def ensure_admin_token(
     if existing is not None and existing.revoked_at is None and path.exists():
         return str(path)
     token_id, token = generate_token()
-    await store.add_token(make_record(token, token_id, account_id, "admin", now=now, admin=True))
+    await store.add_token(
+        make_record(token, token_id, account_id, "admin", now=now, admin=True, edge=True)
+    )
     if existing is not None:
         await store.revoke_token(existing.account_id, existing.id, now)
     await store.set_setting(ADMIN_TOKEN_SETTING, token_id)
@@ -105,15 +143,20 @@ async def purge_loop(store: Store, clock: Callable[[], float], interval: float) 
             log.exception("purging expired keys failed; will retry")
 
 
-async def start_node(config: NodeConfig, clock: Callable[[], float] = time.time) -> Node:
-    """Open the store in the data folder and assemble the origin app."""
+def _master_key(config: NodeConfig, *, create: bool) -> tuple[bytes, str]:
+    try:
+        return load_master_key(config.data_dir, config.environ, create=create)
+    except CryptoError as exc:
+        raise NodeError(str(exc)) from None
+
+
+async def _open_origin(
+    config: NodeConfig, clock: Callable[[], float]
+) -> tuple[Store, LocalBackend, KeyringHolder, str, str, str]:
     config.data_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(OSError):
         config.data_dir.chmod(0o700)
-    try:
-        master_key, master_source = load_master_key(config.data_dir, config.environ, create=True)
-    except CryptoError as exc:
-        raise NodeError(str(exc)) from None
+    master_key, master_source = _master_key(config, create=True)
     store = open_store(
         f"sqlite://{sqlite_path_for(config.data_dir)}", group_commit=config.group_commit
     )
@@ -134,14 +177,84 @@ async def start_node(config: NodeConfig, clock: Callable[[], float] = time.time)
     admin_source = await ensure_admin_token(
         store, config.data_dir, account_id, config.environ, int(clock())
     )
-    backend = LocalBackend(store, config.limits, clock)
-    service = KVService(
-        backend, KeyringHolder(store, master_key, keyring, clock), config.limits, clock
-    )
+    local = LocalBackend(store, config.limits, clock)
+    keys = KeyringHolder(store, master_key, keyring, clock)
+    return store, local, keys, account_id, admin_source, master_source
+
+
+def upstream_ssl(settings: EdgeSettings) -> ssl.SSLContext | bool:
+    """TLS verification for the upstream: the given CA, else the system's."""
+    if settings.upstream_ca is None:
+        return True
+    return ssl.create_default_context(cafile=str(settings.upstream_ca))
+
+
+async def start_node(config: NodeConfig, clock: Callable[[], float] = time.time) -> Node:
+    """Open what the role needs and assemble the app."""
+    metrics = Metrics()
+    if config.role == "edge":
+        return await _start_edge(config, metrics, clock)
+    store, local, keys, account_id, admin_source, master_source = await _open_origin(config, clock)
+    background: list[Callable[[], Coroutine[Any, Any, None]]] = [
+        lambda: purge_loop(store, clock, config.purge_interval)
+    ]
+    if config.role == "origin":
+        front: Backend = local
+        close: Callable[[], Coroutine[Any, Any, None]] = local.close
+    else:
+        edge = EdgeBackend(local, config.policy, config.cache_size, metrics, epoch=clock)
+        front, close = edge, edge.close
+    service = KVService(front, keys, config.limits, clock)
     app = App(
         service,
-        Authenticator(backend, clock),
-        background=[lambda: purge_loop(store, clock, config.purge_interval)],
-        on_shutdown=store.close,
+        Authenticator(front, clock),
+        metrics,
+        internal=local,
+        background=background,
+        on_shutdown=close,
     )
-    return Node(store, service, app, account_id, admin_source, master_source)
+    return Node(config.role, app, metrics, account_id, admin_source, master_source, None, front)
+
+
+async def _start_edge(config: NodeConfig, metrics: Metrics, clock: Callable[[], float]) -> Node:
+    settings = config.edge
+    if settings is None:
+        raise NodeError("an edge needs --upstream")
+    token = config.environ.get(UPSTREAM_TOKEN_ENV)
+    if not token:
+        raise NodeError(f"an edge needs an edge token for its upstream in ${UPSTREAM_TOKEN_ENV}")
+    master_key, master_source = _master_key(config, create=False)
+    upstream = UpstreamBackend(
+        settings.upstream,
+        token,
+        timeout=settings.timeout,
+        latency=settings.latency,
+        verify=upstream_ssl(settings),
+    )
+    edge = EdgeBackend(upstream, config.policy, config.cache_size, metrics, epoch=clock)
+    keys = KeyringHolder(edge, master_key, None, clock)
+    service = KVService(edge, keys, config.limits, clock)
+    ready = _cached_probe(upstream.probe)
+    app = App(
+        service,
+        Authenticator(edge, clock),
+        metrics,
+        internal=edge,
+        ready=ready,
+        on_shutdown=edge.close,
+    )
+    return Node("edge", app, metrics, None, None, master_source, settings.upstream, edge)
+
+
+def _cached_probe(probe: Callable[[], Awaitable[bool]]) -> Callable[[], Awaitable[bool]]:
+    """A readiness check that asks the upstream at most once a second."""
+    last: list[float | bool] = [0.0, False]
+
+    async def ready() -> bool:
+        now = time.monotonic()
+        if now - float(last[0]) >= READY_CACHE_SECONDS:
+            last[1] = await probe()
+            last[0] = now
+        return bool(last[1])
+
+    return ready

@@ -106,6 +106,7 @@ class TokenRecord:
     namespaces: tuple[str, ...] | None = None  # None: every namespace of the account
     read_only: bool = False
     admin: bool = False
+    edge: bool = False  # may use the internal API between tiers, for every account
     created_at: int = 0
     revoked_at: int | None = None
 
@@ -118,6 +119,7 @@ class TokenRecord:
             "namespaces": list(self.namespaces) if self.namespaces is not None else None,
             "read_only": self.read_only,
             "admin": self.admin,
+            "edge": self.edge,
             "created_at": self.created_at,
             "status": "revoked" if self.revoked_at is not None else "active",
         }

@@ -5,17 +5,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine
+import time
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from pullkv import errors
 from pullkv.auth import Authenticator
+from pullkv.backend import Backend
+from pullkv.http import internal
 from pullkv.http.asgi import Receive, Request, Response, Scope, Send, envelope, error_response
+from pullkv.http.internal import PREFIX as INTERNAL_PREFIX
 from pullkv.http.rest import ACCOUNTS_PREFIX, RestAPI
+from pullkv.metrics import Metrics
 from pullkv.origin.service import KVService
 from pullkv.types import TokenRecord
 
 log = logging.getLogger("pullkv.http")
+PROMETHEUS_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
 
 def _accounts(token: TokenRecord) -> Response:
@@ -49,12 +55,18 @@ class App:
         self,
         service: KVService,
         authenticator: Authenticator,
+        metrics: Metrics,
         *,
+        internal: Backend | None = None,
+        ready: Callable[[], Awaitable[bool]] | None = None,
         background: list[Callable[[], Coroutine[Any, Any, None]]] | None = None,
         on_shutdown: Callable[[], Coroutine[Any, Any, None]] | None = None,
     ) -> None:
         self.service = service
         self.authenticator = authenticator
+        self.metrics = metrics
+        self.internal = internal
+        self._ready = ready
         self.rest = RestAPI(service, authenticator)
         self._background = background or []
         self._on_shutdown = on_shutdown
@@ -70,9 +82,16 @@ class App:
 
     async def handle(self, request: Request) -> Response:
         """Answer one request; every failure becomes a Cloudflare error envelope."""
+        started = time.perf_counter()
+        response = await self._answer(request)
+        self.metrics.requests.labels(request.route).observe(time.perf_counter() - started)
+        return response
+
+    async def _answer(self, request: Request) -> Response:
         try:
             return await self._route(request)
         except errors.KVError as exc:
+            self.metrics.errors.labels(str(exc.status), str(exc.code)).inc()
             if exc.status >= 500:
                 log.error(
                     "request failed status=%d code=%d method=%s message=%r",
@@ -91,8 +110,24 @@ class App:
         if path.startswith(ACCOUNTS_PREFIX):
             token = await self.authenticator.authenticate(request.header("authorization"))
             return await self.rest.dispatch(request, token)
+        if path.startswith(INTERNAL_PREFIX) and self.internal is not None:
+            request.route = "internal." + path[len(INTERNAL_PREFIX) :]
+            token = await self.authenticator.authenticate(request.header("authorization"))
+            return await internal.dispatch(self.internal, request, token)
         if path == "/healthz":
+            request.route = "healthz"
             return Response(200, b"ok\n", b"text/plain")
+        if path == "/readyz":
+            request.route = "readyz"
+            if self._ready is None or await self._ready():
+                return Response(200, b"ready\n", b"text/plain")
+            raise errors.upstream_unavailable("not ready: the upstream does not answer")
+        if path == "/metrics":
+            request.route = "metrics"
+            token = await self.authenticator.authenticate(request.header("authorization"))
+            if not (token.admin or token.edge):
+                raise errors.permission_denied("metrics need an admin or edge token")
+            return Response(200, self.metrics.render(), PROMETHEUS_TYPE)
         if request.method == "GET" and path in _IDENTITY_ROUTES:
             token = await self.authenticator.authenticate(request.header("authorization"))
             return _IDENTITY_ROUTES[path](token)

@@ -28,7 +28,7 @@ OCTET_TYPE = b"application/octet-stream"
 class Request:
     """One HTTP request: method, raw path, query, headers and a body read on demand."""
 
-    __slots__ = ("_query", "headers", "method", "raw_path", "receive", "scope")
+    __slots__ = ("_query", "headers", "method", "raw_path", "receive", "route", "scope")
 
     def __init__(self, scope: Scope, receive: Receive) -> None:
         self.scope = scope
@@ -42,6 +42,7 @@ class Request:
             k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]
         }
         self._query: dict[str, list[str]] | None = None
+        self.route = "other"  # a low-cardinality name for metrics, set by the router
 
     def header(self, name: str) -> str | None:
         """A request header by lower-case name."""

@@ -155,6 +155,7 @@ class RestAPI:
         handler = handlers.get(call.request.method)
         if handler is None:
             raise errors.method_not_allowed(call.request.method)
+        call.request.route = handler.__name__
         return await handler(self, call)
 
     # Namespaces.
@@ -399,7 +400,10 @@ class RestAPI:
         return envelope([t.to_api() for t in tokens])
 
     async def create_token(self, call: Call) -> Response:
-        """POST tokens: {name, namespaces?, read_only?, admin?}; the token is shown once."""
+        """POST tokens: {name, namespaces?, read_only?, admin?, edge?}; shown once.
+
+        An edge token lets a pullkv edge use this node's internal API for every account.
+        """
         authorize(call.token, call.account_id, admin=True)
         body = await call.request.json(self.limits.json_body_max_bytes)
         if not isinstance(body, dict):
@@ -408,6 +412,7 @@ class RestAPI:
         namespaces = body.get("namespaces")
         read_only = body.get("read_only", False)
         admin = body.get("admin", False)
+        edge = body.get("edge", False)
         if not isinstance(name, str):
             raise errors.bad_request('"name" must be a string')
         if namespaces is not None:
@@ -416,8 +421,8 @@ class RestAPI:
             for namespace_id in namespaces:
                 validate_id("namespace", namespace_id)
                 await self.service.namespace(call.account_id, namespace_id, "create token")
-        if not isinstance(read_only, bool) or not isinstance(admin, bool):
-            raise errors.bad_request('"read_only" and "admin" must be true or false')
+        if not all(isinstance(flag, bool) for flag in (read_only, admin, edge)):
+            raise errors.bad_request('"read_only", "admin" and "edge" must be true or false')
         token_id, token = generate_token()
         record = make_record(
             token,
@@ -428,6 +433,7 @@ class RestAPI:
             namespaces=namespaces,
             read_only=read_only,
             admin=admin,
+            edge=edge,
         )
         await self.service.backend.add_token(record)
         return envelope({**record.to_api(), "value": token})

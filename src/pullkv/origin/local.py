@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from pullkv import errors
-from pullkv.backend import Lookup, WriteResult
+from pullkv.backend import Fetched, Lookup, WriteResult, conditional
 from pullkv.limits import Limits
 from pullkv.ratelimit import WriteRateLimiter
 from pullkv.store.base import NamespaceOrder, Store
@@ -92,6 +92,17 @@ class LocalBackend:
         await self.namespace(account_id, namespace_id, "bulk get")
         found = await self.store.get_many(namespace_id, keys, int(self.clock()))
         return {key: Lookup(found.get(key)) for key in keys}
+
+    async def fetch(
+        self,
+        account_id: str,
+        namespace_id: str,
+        keys: Sequence[tuple[str, int | None]],
+        cache_ttl: int | None,
+    ) -> dict[str, Fetched]:
+        """Conditional reads: a key still at the version held is answered not_modified."""
+        lookups = await self.read_many(account_id, namespace_id, [k for k, _ in keys], cache_ttl)
+        return conditional(lookups, keys)
 
     async def list_keys(
         self, account_id: str, namespace_id: str, prefix: str, after: str | None, limit: int

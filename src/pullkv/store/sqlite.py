@@ -62,6 +62,7 @@ CREATE TABLE IF NOT EXISTS tokens (
     namespaces TEXT,
     read_only INTEGER NOT NULL,
     admin INTEGER NOT NULL,
+    edge INTEGER NOT NULL DEFAULT 0,
     created_at INTEGER NOT NULL,
     revoked_at INTEGER
 );
@@ -213,14 +214,16 @@ def _row_to_token(row: sqlite3.Row | tuple[Any, ...]) -> TokenRecord:
         namespaces=namespaces,
         read_only=bool(row[6]),
         admin=bool(row[7]),
-        created_at=int(row[8]),
-        revoked_at=row[9],
+        edge=bool(row[8]),
+        created_at=int(row[9]),
+        revoked_at=row[10],
     )
 
 
 _NAMESPACE_COLUMNS = "id, account_id, title, jurisdiction"
 _TOKEN_COLUMNS = (
-    "id, account_id, name, salt, secret_hash, namespaces, read_only, admin, created_at, revoked_at"
+    "id, account_id, name, salt, secret_hash, namespaces, read_only, admin, edge, created_at, "
+    "revoked_at"
 )
 
 
@@ -541,7 +544,7 @@ class SQLiteStore:
 
         def job(conn: sqlite3.Connection, _: _Writer) -> None:
             conn.execute(
-                f"INSERT OR REPLACE INTO tokens({_TOKEN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT OR REPLACE INTO tokens({_TOKEN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     token.id,
                     token.account_id,
@@ -551,6 +554,7 @@ class SQLiteStore:
                     json.dumps(list(token.namespaces)) if token.namespaces is not None else None,
                     int(token.read_only),
                     int(token.admin),
+                    int(token.edge),
                     token.created_at,
                     token.revoked_at,
                 ),

@@ -1,0 +1,484 @@
+"""The edge's backend: a cache in front of an upstream backend.
+
+Reads are served from the cache while fresh; entries in their refresh window are served and
+revalidated in the background; misses and expired entries are fetched with single-flight
+(one upstream request per key however many readers wait), and every fetch issued in the same
+event-loop turn for one namespace travels in one batched, conditional upstream request. If the
+upstream fails, expired entries are served marked stale within the configured bound;
+otherwise the caller gets a clear 503. Writes go up the chain and, once acknowledged, land in
+this cache (a tombstone for a delete), so the writer's location reads its own writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from pullkv import errors
+from pullkv.backend import Backend, CacheInfo, Fetched, Lookup, WriteResult, conditional
+from pullkv.edge.cache import (
+    ByteLRU,
+    CachePolicy,
+    Freshness,
+    ListSlot,
+    ValueSlot,
+    freshness,
+    live,
+    remaining,
+    stale_usable,
+)
+from pullkv.metrics import Metrics
+from pullkv.store.base import NamespaceOrder
+from pullkv.types import ListedKey, Namespace, SealedEntry, SealedWrite, TokenRecord
+
+log = logging.getLogger("pullkv.edge")
+T = TypeVar("T")
+
+ValueKey = tuple[str, str, str, str]  # ("v", account, namespace, key)
+ListKey = tuple[str, str, str, str, str, int]  # ("l", account, namespace, prefix, after, limit)
+Slot = ValueSlot | ListSlot
+
+
+def _any_expired(rows: Sequence[ListedKey], epoch_now: float) -> bool:
+    # A page with an expired key is refetched rather than trimmed: a short page would make
+    # the list look complete when it is not.
+    return any(r.expiration is not None and r.expiration <= epoch_now for r in rows)
+
+
+def upstream_failed(exc: BaseException) -> bool:
+    """Whether an error means the upstream is unreachable or broken (not a refusal)."""
+    return isinstance(exc, errors.KVError) and exc.status >= 500
+
+
+@dataclass(slots=True)
+class _Pending:
+    """Fetches waiting to go up together for one (account, namespace)."""
+
+    keys: dict[str, int | None] = field(default_factory=dict)
+    futures: dict[str, asyncio.Future[Fetched]] = field(default_factory=dict)
+    cache_ttl: int | None = None
+
+
+class EdgeBackend:
+    """The Backend of an edge (see the module docstring)."""
+
+    def __init__(
+        self,
+        upstream: Backend,
+        policy: CachePolicy,
+        capacity: int,
+        metrics: Metrics,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        epoch: Callable[[], float] = time.time,
+    ) -> None:
+        self.upstream = upstream
+        self.policy = policy
+        self.metrics = metrics
+        self.clock = clock
+        self.epoch = epoch
+        self.cache: ByteLRU[ValueKey | ListKey, Slot] = ByteLRU(capacity)
+        self._inflight: dict[ValueKey, asyncio.Future[Fetched]] = {}
+        self._pending: dict[tuple[str, str], _Pending] = {}
+        self._write_seq = 0
+        self._list_generation: dict[tuple[str, str], int] = {}
+        self._tokens: dict[str, tuple[TokenRecord | None, float]] = {}
+        self._token_refreshing: set[str] = set()
+        self._namespaces: dict[tuple[str, str], tuple[Namespace, float]] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        metrics.watch_cache(
+            lambda: self.cache.bytes, lambda: len(self.cache), lambda: self.cache.evictions
+        )
+
+    async def close(self) -> None:
+        """Stop background work and close the upstream."""
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        await self.upstream.close()
+
+    # Reads.
+    async def read(
+        self, account_id: str, namespace_id: str, key: str, cache_ttl: int | None
+    ) -> Lookup:
+        """One key from the cache, or from the upstream through single-flight."""
+        ttl = cache_ttl if cache_ttl is not None else self.policy.default_ttl
+        cache_key: ValueKey = ("v", account_id, namespace_id, key)
+        slot = self.cache.get(cache_key)
+        now = self.clock()
+        if isinstance(slot, ValueSlot):
+            state = freshness(slot.validated_at, now, ttl, self.policy)
+            if state is not Freshness.EXPIRED:
+                if state is Freshness.REVALIDATE:
+                    self._revalidate(cache_key, slot, ttl)
+                entry = live(slot.entry, self.epoch())
+                self.metrics.cache_reads.labels("hit" if entry else "negative_hit").inc()
+                info = CacheInfo(
+                    hit=True,
+                    age=int(now - slot.validated_at),
+                    ttl=remaining(slot.validated_at, now, ttl),
+                    revalidating=state is Freshness.REVALIDATE,
+                )
+                return Lookup(entry, info)
+        else:
+            slot = None
+        return await self._read_through(cache_key, slot, ttl, now)
+
+    async def _read_through(
+        self, cache_key: ValueKey, slot: ValueSlot | None, ttl: int, now: float
+    ) -> Lookup:
+        collapsed = cache_key in self._inflight
+        try:
+            fetched = await self._fetch(cache_key, slot.version if slot else None, ttl)
+        except errors.KVError as exc:
+            if (
+                slot is not None
+                and upstream_failed(exc)
+                and stale_usable(slot.validated_at, now, ttl, self.policy)
+            ):
+                self.metrics.cache_reads.labels("stale").inc()
+                info = CacheInfo(
+                    hit=True,
+                    age=int(now - slot.validated_at),
+                    ttl=remaining(slot.validated_at, now, ttl),
+                    forward="stale",
+                    stale=True,
+                )
+                return Lookup(live(slot.entry, self.epoch()), info)
+            raise
+        self.metrics.cache_reads.labels("miss").inc()
+        current = self.cache.peek(cache_key)
+        entry = fetched.entry
+        if fetched.not_modified and isinstance(current, ValueSlot):
+            entry = current.entry
+        info = CacheInfo(
+            hit=False,
+            age=0,
+            ttl=ttl,
+            forward="stale" if slot is not None else "miss",
+            collapsed=collapsed,
+        )
+        return Lookup(live(entry, self.epoch()), info)
+
+    async def read_many(
+        self, account_id: str, namespace_id: str, keys: Sequence[str], cache_ttl: int | None
+    ) -> dict[str, Lookup]:
+        """Several keys: cached ones from the cache, the rest in one upstream request."""
+        lookups = await asyncio.gather(
+            *(self.read(account_id, namespace_id, key, cache_ttl) for key in keys)
+        )
+        return dict(zip(keys, lookups, strict=True))
+
+    async def fetch(
+        self,
+        account_id: str,
+        namespace_id: str,
+        keys: Sequence[tuple[str, int | None]],
+        cache_ttl: int | None,
+    ) -> dict[str, Fetched]:
+        """Conditional reads for a lower edge, answered through this cache (a regional tier)."""
+        lookups = await self.read_many(account_id, namespace_id, [k for k, _ in keys], cache_ttl)
+        return conditional(lookups, keys)
+
+    def _fetch(self, cache_key: ValueKey, version: int | None, ttl: int) -> asyncio.Future[Fetched]:
+        """The one upstream fetch for a key: joined if already in flight, else batched."""
+        existing = self._inflight.get(cache_key)
+        if existing is not None:
+            return existing
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Fetched] = loop.create_future()
+        self._inflight[cache_key] = future
+        _, account_id, namespace_id, key = cache_key
+        group = (account_id, namespace_id)
+        pending = self._pending.get(group)
+        if pending is None:
+            pending = self._pending[group] = _Pending()
+            loop.call_soon(self._flush, group)
+        pending.keys[key] = version
+        pending.futures[key] = future
+        pending.cache_ttl = max(pending.cache_ttl or 0, ttl)
+        return future
+
+    def _flush(self, group: tuple[str, str]) -> None:
+        pending = self._pending.pop(group)
+        self._spawn(self._send(group, pending))
+
+    async def _send(self, group: tuple[str, str], pending: _Pending) -> None:
+        account_id, namespace_id = group
+        started_seq = self._write_seq
+        try:
+            answers = await self._upstream_call(
+                "fetch",
+                self.upstream.fetch(
+                    account_id, namespace_id, list(pending.keys.items()), pending.cache_ttl
+                ),
+            )
+        except BaseException as exc:
+            for key, future in pending.futures.items():
+                self._inflight.pop(("v", account_id, namespace_id, key), None)
+                if not future.done():
+                    future.set_exception(exc)
+                    future.exception()  # a revalidation may have no reader: not "never retrieved"
+            if not isinstance(exc, Exception):
+                raise
+            return
+        now = self.clock()
+        for key, future in pending.futures.items():
+            cache_key: ValueKey = ("v", account_id, namespace_id, key)
+            self._inflight.pop(cache_key, None)
+            answer = answers.get(key)
+            if answer is None:
+                future.set_exception(errors.store_unavailable("upstream answer missed a key"))
+                future.exception()
+                continue
+            self._store_fetched(cache_key, answer, now, started_seq)
+            if not future.done():
+                future.set_result(answer)
+
+    def _store_fetched(
+        self, cache_key: ValueKey, answer: Fetched, now: float, started_seq: int
+    ) -> None:
+        current = self.cache.peek(cache_key)
+        if isinstance(current, ValueSlot) and current.written_seq > started_seq:
+            return  # a write through this edge landed after the fetch left: it is newer
+        if answer.not_modified:
+            if isinstance(current, ValueSlot):
+                current.validated_at = now
+            return
+        entry = answer.entry
+        slot = ValueSlot(entry, entry.version if entry else 0, now)
+        self.cache.put(cache_key, slot, slot.size(len(cache_key[3].encode())))
+
+    def _revalidate(self, cache_key: ValueKey, slot: ValueSlot, ttl: int) -> None:
+        """Start one background revalidation of a key, unless one is running."""
+        if cache_key in self._inflight:
+            return
+        version_before = slot.version
+        future = self._fetch(cache_key, slot.version, ttl)
+
+        def done(result: asyncio.Future[Fetched]) -> None:
+            if result.cancelled() or result.exception() is not None:
+                self.metrics.revalidations.labels("failed").inc()
+                return
+            answer = result.result()
+            changed = not answer.not_modified and (
+                answer.entry is None or answer.entry.version != version_before
+            )
+            self.metrics.revalidations.labels("changed" if changed else "not_modified").inc()
+
+        future.add_done_callback(done)
+
+    async def list_keys(
+        self, account_id: str, namespace_id: str, prefix: str, after: str | None, limit: int
+    ) -> list[ListedKey]:
+        """A key list, cached briefly (dropped when this edge writes to the namespace)."""
+        cache_key: ListKey = ("l", account_id, namespace_id, prefix, after or "", limit)
+        generation = self._list_generation.get((account_id, namespace_id), 0)
+        slot = self.cache.get(cache_key)
+        now = self.clock()
+        fresh_for = self.policy.list_ttl_for()
+        if (
+            isinstance(slot, ListSlot)
+            and slot.generation == generation
+            and now - slot.fetched_at < fresh_for
+            and not _any_expired(slot.rows, self.epoch())
+        ):
+            return slot.rows
+        try:
+            rows = await self._upstream_call(
+                "list", self.upstream.list_keys(account_id, namespace_id, prefix, after, limit)
+            )
+        except errors.KVError as exc:
+            usable = (
+                isinstance(slot, ListSlot)
+                and slot.generation == generation
+                and upstream_failed(exc)
+                and now - slot.fetched_at < fresh_for + self.policy.max_stale
+            )
+            if usable and isinstance(slot, ListSlot):
+                return slot.rows
+            raise
+        epoch = self.epoch()
+        rows = [r for r in rows if r.expiration is None or r.expiration > epoch]
+        new_slot = ListSlot(rows, now, generation)
+        self.cache.put(cache_key, new_slot, new_slot.size())
+        return rows
+
+    # Writes.
+    async def write(
+        self, account_id: str, namespace_id: str, writes: Sequence[SealedWrite]
+    ) -> WriteResult:
+        """Forward writes up the chain; cache what was acknowledged."""
+        result = await self._upstream_call(
+            "write", self.upstream.write(account_id, namespace_id, writes)
+        )
+        now = self.clock()
+        self._write_seq += 1
+        for write in writes:
+            version = result.versions.get(write.key)
+            if version is None:
+                continue
+            entry = SealedEntry(write.key, write.value, write.metadata, write.expiration, version)
+            self._cache_written(("v", account_id, namespace_id, write.key), entry, version, now)
+        self._bump_lists(account_id, namespace_id)
+        self.metrics.writes.labels("put").inc(len(result.versions))
+        return result
+
+    async def delete(self, account_id: str, namespace_id: str, keys: Sequence[str]) -> WriteResult:
+        """Forward deletes up the chain; cache tombstones for what was acknowledged."""
+        result = await self._upstream_call(
+            "delete", self.upstream.delete(account_id, namespace_id, keys)
+        )
+        now = self.clock()
+        self._write_seq += 1
+        for key, version in result.versions.items():
+            self._cache_written(("v", account_id, namespace_id, key), None, version, now)
+        self._bump_lists(account_id, namespace_id)
+        self.metrics.writes.labels("delete").inc(len(result.versions))
+        return result
+
+    def _cache_written(
+        self, cache_key: ValueKey, entry: SealedEntry | None, version: int, now: float
+    ) -> None:
+        slot = ValueSlot(entry, version, now, self._write_seq)
+        self.cache.put(cache_key, slot, slot.size(len(cache_key[3].encode())))
+
+    def _bump_lists(self, account_id: str, namespace_id: str) -> None:
+        group = (account_id, namespace_id)
+        self._list_generation[group] = self._list_generation.get(group, 0) + 1
+
+    # Namespaces: forwarded; lookups cached like keys, and served stale if the upstream fails.
+    async def namespace(self, account_id: str, namespace_id: str, operation: str) -> Namespace:
+        """The namespace if it exists in this account."""
+        group = (account_id, namespace_id)
+        cached = self._namespaces.get(group)
+        now = self.clock()
+        if cached is not None and now - cached[1] < self.policy.default_ttl:
+            return cached[0]
+        try:
+            found = await self._upstream_call(
+                "namespace", self.upstream.namespace(account_id, namespace_id, operation)
+            )
+        except errors.KVError as exc:
+            if cached is not None and upstream_failed(exc):
+                return cached[0]
+            raise
+        self._namespaces[group] = (found, now)
+        return found
+
+    async def list_namespaces(
+        self,
+        account_id: str,
+        order: NamespaceOrder,
+        descending: bool,
+        offset: int,
+        limit: int,
+        only: Sequence[str] | None,
+    ) -> tuple[list[Namespace], int]:
+        """Forwarded to the upstream."""
+        return await self._upstream_call(
+            "namespaces",
+            self.upstream.list_namespaces(account_id, order, descending, offset, limit, only),
+        )
+
+    async def create_namespace(self, namespace: Namespace) -> Namespace:
+        """Forwarded to the upstream."""
+        return await self._upstream_call("namespaces", self.upstream.create_namespace(namespace))
+
+    async def rename_namespace(self, account_id: str, namespace_id: str, title: str) -> Namespace:
+        """Forwarded to the upstream."""
+        self._namespaces.pop((account_id, namespace_id), None)
+        return await self._upstream_call(
+            "namespaces", self.upstream.rename_namespace(account_id, namespace_id, title)
+        )
+
+    async def delete_namespace(self, account_id: str, namespace_id: str) -> None:
+        """Forwarded to the upstream."""
+        self._namespaces.pop((account_id, namespace_id), None)
+        await self._upstream_call(
+            "namespaces", self.upstream.delete_namespace(account_id, namespace_id)
+        )
+        # This location sees the deletion at once; others as their entries expire.
+        for cache_key in self.cache.keys():
+            if cache_key[1] == account_id and cache_key[2] == namespace_id:
+                self.cache.pop(cache_key)
+        self._bump_lists(account_id, namespace_id)
+
+    # Tokens: records cached so a hot read needs no upstream round trip for auth. A record is
+    # refreshed in the background once old, and dropped once too old, so a revocation at the
+    # origin takes effect here within ``token_max_age`` (while the upstream answers).
+    async def get_token(self, token_id: str) -> TokenRecord | None:
+        """A token record, from the cache when young enough."""
+        cached = self._tokens.get(token_id)
+        now = self.clock()
+        if cached is not None:
+            age = now - cached[1]
+            if age < self.policy.token_refresh:
+                return cached[0]
+            if age < self.policy.token_max_age:
+                if token_id not in self._token_refreshing:
+                    self._token_refreshing.add(token_id)
+                    self._spawn(self._refresh_token(token_id))
+                return cached[0]
+        try:
+            record = await self._upstream_call("token", self.upstream.get_token(token_id))
+        except errors.KVError as exc:
+            if cached is not None and upstream_failed(exc):
+                return cached[0]
+            raise
+        self._remember_token(token_id, record, now)
+        return record
+
+    async def _refresh_token(self, token_id: str) -> None:
+        try:
+            record = await self._upstream_call("token", self.upstream.get_token(token_id))
+            self._remember_token(token_id, record, self.clock())
+        except errors.KVError:
+            pass  # keep the cached record; the next read retries
+        finally:
+            self._token_refreshing.discard(token_id)
+
+    def _remember_token(self, token_id: str, record: TokenRecord | None, now: float) -> None:
+        if len(self._tokens) > 10_000:
+            self._tokens.clear()
+        self._tokens[token_id] = (record, now)
+
+    async def add_token(self, token: TokenRecord) -> None:
+        """Forwarded to the upstream."""
+        await self._upstream_call("token", self.upstream.add_token(token))
+
+    async def list_tokens(self, account_id: str) -> list[TokenRecord]:
+        """Forwarded to the upstream."""
+        return await self._upstream_call("token", self.upstream.list_tokens(account_id))
+
+    async def revoke_token(self, account_id: str, token_id: str) -> bool:
+        """Forwarded to the upstream; forgotten here at once."""
+        self._tokens.pop(token_id, None)
+        return await self._upstream_call("token", self.upstream.revoke_token(account_id, token_id))
+
+    async def data_keys(self) -> list[tuple[int, bytes]]:
+        """The upstream's wrapped data keys."""
+        return await self._upstream_call("keyring", self.upstream.data_keys())
+
+    # Mechanics.
+    async def _upstream_call(self, operation: str, call: Coroutine[Any, Any, T]) -> T:
+        started = time.perf_counter()
+        try:
+            result = await call
+        except errors.KVError as exc:
+            outcome = "unavailable" if exc.status >= 500 else "refused"
+            self.metrics.upstream_requests.labels(operation, outcome).inc()
+            raise
+        finally:
+            self.metrics.upstream_latency.labels(operation).observe(time.perf_counter() - started)
+        self.metrics.upstream_requests.labels(operation, "ok").inc()
+        return result
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)

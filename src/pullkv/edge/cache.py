@@ -1,0 +1,168 @@
+"""Edge cache policy and storage: pure functions of the time, and a bytes-bounded LRU.
+
+Nothing here does I/O or reads a clock: callers pass ``now`` (monotonic seconds for cache
+ages, epoch seconds for key expirations), so tests drive every transition with a fake clock.
+
+An entry's age counts from when the upstream last vouched for it (fetch or revalidation).
+For a read with cache TTL ``ttl``:
+
+- age < min(refresh interval, ttl): FRESH, served with no upstream contact;
+- refresh interval <= age < ttl: REVALIDATE, served at once and revalidated in the background;
+- age >= ttl: EXPIRED, fetched before answering; if the upstream fails, the entry may still be
+  served, marked stale, until age < ttl + max stale.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from pullkv.types import ListedKey, SealedEntry
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+# What a cached item costs beyond its bytes: Python objects, dict slots, the key tuple.
+ENTRY_OVERHEAD = 400
+
+
+@dataclass(frozen=True, slots=True)
+class CachePolicy:
+    """The edge's cache settings (the ``pullkv edge`` flags)."""
+
+    default_ttl: int = 60
+    min_ttl: int = 30
+    refresh_interval: float = 60.0
+    max_stale: float = 3600.0
+    list_ttl: float = 60.0
+    token_refresh: float = 20.0
+    token_max_age: float = 45.0
+
+    def list_ttl_for(self) -> float:
+        """How long a list result may be served: at most the default cache TTL."""
+        return min(self.list_ttl, float(self.default_ttl))
+
+
+class Freshness(enum.Enum):
+    """What a read may do with a cached entry."""
+
+    FRESH = "fresh"
+    REVALIDATE = "revalidate"
+    EXPIRED = "expired"
+
+
+def freshness(validated_at: float, now: float, ttl: float, policy: CachePolicy) -> Freshness:
+    """Classify an entry last vouched for at ``validated_at`` for a read with ``ttl``."""
+    age = now - validated_at
+    if age >= ttl:
+        return Freshness.EXPIRED
+    if age >= policy.refresh_interval:
+        return Freshness.REVALIDATE
+    return Freshness.FRESH
+
+
+def stale_usable(validated_at: float, now: float, ttl: float, policy: CachePolicy) -> bool:
+    """Whether an expired entry may still be served while the upstream is failing."""
+    return now - validated_at < ttl + policy.max_stale
+
+
+def remaining(validated_at: float, now: float, ttl: float) -> int:
+    """Whole seconds of freshness left (negative once expired)."""
+    left = validated_at + ttl - now
+    return int(left) if left >= 0 else -int(-left + 0.999999)
+
+
+def live(entry: SealedEntry | None, epoch_now: float) -> SealedEntry | None:
+    """The entry unless its key has expired (Workers KV expiry: expiration <= now)."""
+    if entry is None or (entry.expiration is not None and entry.expiration <= epoch_now):
+        return None
+    return entry
+
+
+@dataclass(slots=True)
+class ValueSlot:
+    """A cached key: the sealed entry (None: "not found"), its version and when the upstream
+    last vouched for it. ``written_seq`` orders it against fetches still in flight."""
+
+    entry: SealedEntry | None
+    version: int
+    validated_at: float
+    written_seq: int = 0
+
+    def size(self, key_bytes: int) -> int:
+        """Bytes charged to the cache for this slot."""
+        body = 0
+        if self.entry is not None:
+            body = len(self.entry.value) + len(self.entry.metadata or b"")
+        return ENTRY_OVERHEAD + key_bytes + body
+
+
+@dataclass(slots=True)
+class ListSlot:
+    """A cached page of a key list."""
+
+    rows: list[ListedKey]
+    fetched_at: float
+    generation: int = 0  # the namespace's write generation at this edge when fetched
+
+    def size(self) -> int:
+        """Bytes charged to the cache for this slot."""
+        return ENTRY_OVERHEAD + sum(
+            ENTRY_OVERHEAD // 4 + len(r.key.encode()) + len(r.metadata or b"") for r in self.rows
+        )
+
+
+class ByteLRU(Generic[K, V]):
+    """A mapping bounded by the bytes its values are charged, least recently used out first.
+
+    The bound holds after every ``put``: an item larger than the whole capacity is not kept.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.bytes = 0
+        self.evictions = 0
+        self._items: OrderedDict[K, tuple[V, int]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key: K) -> V | None:
+        """The value, marked most recently used."""
+        item = self._items.get(key)
+        if item is None:
+            return None
+        self._items.move_to_end(key)
+        return item[0]
+
+    def peek(self, key: K) -> V | None:
+        """The value, without touching its recency."""
+        item = self._items.get(key)
+        return None if item is None else item[0]
+
+    def put(self, key: K, value: V, size: int) -> bool:
+        """Insert or replace; evict least recently used items until the bound holds."""
+        self.pop(key)
+        if size > self.capacity:
+            return False
+        self._items[key] = (value, size)
+        self.bytes += size
+        while self.bytes > self.capacity:
+            _, (_, evicted) = self._items.popitem(last=False)
+            self.bytes -= evicted
+            self.evictions += 1
+        return True
+
+    def pop(self, key: K) -> V | None:
+        """Remove an item; its value, or None."""
+        item = self._items.pop(key, None)
+        if item is None:
+            return None
+        self.bytes -= item[1]
+        return item[0]
+
+    def keys(self) -> list[K]:
+        """The keys, least recently used first."""
+        return list(self._items)

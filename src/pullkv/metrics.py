@@ -1,0 +1,96 @@
+"""Prometheus metrics of one server process, served as text at ``/metrics``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+
+
+class Metrics:
+    """Every metric a node reports; each process has its own registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.cache_reads = Counter(
+            "pullkv_cache_reads",
+            "Cached reads by result: hit, negative_hit, miss, stale.",
+            ["result"],
+            registry=r,
+        )
+        self.revalidations = Counter(
+            "pullkv_cache_revalidations",
+            "Background revalidations by outcome: changed, not_modified, failed.",
+            ["outcome"],
+            registry=r,
+        )
+        self.upstream_requests = Counter(
+            "pullkv_upstream_requests",
+            "Requests to the upstream by operation and outcome.",
+            ["operation", "outcome"],
+            registry=r,
+        )
+        self.upstream_latency = Histogram(
+            "pullkv_upstream_latency_seconds",
+            "Upstream round trips by operation.",
+            ["operation"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.requests = Histogram(
+            "pullkv_request_duration_seconds",
+            "Requests served, by route.",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.writes = Counter(
+            "pullkv_writes",
+            "Keys written or deleted through this node, by operation.",
+            ["operation"],
+            registry=r,
+        )
+        self.errors = Counter(
+            "pullkv_errors",
+            "Error responses by HTTP status and error code.",
+            ["status", "code"],
+            registry=r,
+        )
+        self.cache_bytes = Gauge("pullkv_cache_bytes", "Bytes charged to the cache.", registry=r)
+        self.cache_entries = Gauge("pullkv_cache_entries", "Items in the cache.", registry=r)
+        self.cache_evictions = Gauge(
+            "pullkv_cache_evictions", "Items evicted from the cache since start.", registry=r
+        )
+
+    def watch_cache(
+        self,
+        size: Callable[[], float],
+        entries: Callable[[], float],
+        evictions: Callable[[], float],
+    ) -> None:
+        """Report the cache's size from callbacks, read at scrape time."""
+        self.cache_bytes.set_function(size)
+        self.cache_entries.set_function(entries)
+        self.cache_evictions.set_function(evictions)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)
