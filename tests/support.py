@@ -1,10 +1,12 @@
-"""Starting real pullkv servers on loopback for tests."""
+"""Starting real pullkv processes (serve, origin, edge) on loopback for tests."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -24,20 +26,22 @@ def free_port() -> int:
 
 
 @dataclass
-class ServerProcess:
-    """A ``pullkv serve`` child process and how to reach it."""
+class NodeProcess:
+    """A pullkv child process: how to start it, reach it and stop it."""
 
-    data_dir: Path
+    log_dir: Path
     port: int = field(default_factory=free_port)
     args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     account_id: str = ACCOUNT_ID
+    scheme: str = "http"
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    name: str = "node"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     @property
     def api(self) -> str:
@@ -47,43 +51,31 @@ class ServerProcess:
     def namespaces_url(self) -> str:
         return f"{self.api}/accounts/{self.account_id}/storage/kv/namespaces"
 
-    @property
-    def admin_token(self) -> str:
-        if "PULLKV_ADMIN_TOKEN" in self.env:
-            return self.env["PULLKV_ADMIN_TOKEN"]
-        return (self.data_dir / "admin-token").read_text().strip()
+    def command(self) -> list[str]:
+        raise NotImplementedError
 
-    def start(self, timeout: float = 20.0) -> ServerProcess:
-        """Start the server and wait until it answers /healthz."""
-        self.log_path = self.data_dir.parent / f"{self.data_dir.name}-server.log"
+    def start(self, timeout: float = 20.0, verify: bool | str = True) -> NodeProcess:
+        """Start the process and wait until it answers /healthz."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.log_dir / f"{self.name}-{self.port}.log"
         log = self.log_path.open("ab")
-        command = [
-            sys.executable,
-            "-m",
-            "pullkv",
-            "serve",
-            "--data",
-            str(self.data_dir),
-            "--port",
-            str(self.port),
-            "--account-id",
-            self.account_id,
-            *self.args,
-        ]
         env = {**os.environ, **self.env}
-        env.pop("PULLKV_ADMIN_TOKEN", None) if "PULLKV_ADMIN_TOKEN" not in self.env else None
+        if "PULLKV_ADMIN_TOKEN" not in self.env:
+            env.pop("PULLKV_ADMIN_TOKEN", None)
+        command = [sys.executable, "-m", "pullkv", *self.command()]
         self.process = subprocess.Popen(command, stdout=log, stderr=log, env=env)
         deadline = time.monotonic() + timeout
+        context = ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{self.log()}")
+                raise RuntimeError(f"{self.name} exited early:\n{self.log()}")
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}/healthz", timeout=1, verify=context).status_code == 200:
                     return self
             except httpx.HTTPError:
                 time.sleep(0.05)
         self.stop()
-        raise RuntimeError(f"server did not start in {timeout}s:\n{self.log()}")
+        raise RuntimeError(f"{self.name} did not start in {timeout}s:\n{self.log()}")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
@@ -105,5 +97,77 @@ class ServerProcess:
         self.process.kill()
         self.process.wait(10)
 
+    def metric(self, name: str, token: str, **labels: str) -> float:
+        """One sample of /metrics (0 when absent)."""
+        text = httpx.get(
+            f"{self.url}/metrics", headers={"Authorization": f"Bearer {token}"}, verify=False
+        ).text
+        wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        pattern = re.escape(name) + (r"\{" + re.escape(wanted) + r"\}" if labels else "")
+        match = re.search(rf"^{pattern} ([0-9.e+-]+)$", text, flags=re.M)
+        return float(match.group(1)) if match else 0.0
+
+
+class ServerProcess(NodeProcess):
+    """A ``pullkv serve`` (or ``pullkv origin``) process with its data folder."""
+
+    def __init__(self, data_dir: Path, **kwargs: object) -> None:
+        role = str(kwargs.pop("role", "serve"))
+        super().__init__(log_dir=data_dir.parent, **kwargs)  # type: ignore[arg-type]
+        self.data_dir = data_dir
+        self.role = role
+        self.name = f"{role}-{data_dir.name}"
+
+    @property
+    def admin_token(self) -> str:
+        if "PULLKV_ADMIN_TOKEN" in self.env:
+            return self.env["PULLKV_ADMIN_TOKEN"]
+        return (self.data_dir / "admin-token").read_text().strip()
+
+    @property
+    def master_key(self) -> str:
+        return (self.data_dir / "master.key").read_text().strip()
+
+    def command(self) -> list[str]:
+        return [
+            self.role,
+            "--data",
+            str(self.data_dir),
+            "--port",
+            str(self.port),
+            "--account-id",
+            self.account_id,
+            *self.args,
+        ]
+
+    def start(self, timeout: float = 20.0, verify: bool | str = True) -> ServerProcess:
+        super().start(timeout, verify)
+        return self
+
     def headers(self, token: str | None = None) -> dict[str, str]:
         return {"Authorization": f"Bearer {token or self.admin_token}"}
+
+
+class EdgeProcess(NodeProcess):
+    """A ``pullkv edge`` process pulling from ``upstream`` with the origin's keys."""
+
+    def __init__(
+        self, log_dir: Path, upstream: str, token: str, master_key: str, **kwargs: object
+    ) -> None:
+        env = dict(kwargs.pop("env", {}))  # type: ignore[call-overload]
+        env.update({"PULLKV_UPSTREAM_TOKEN": token, "PULLKV_MASTER_KEY": master_key})
+        super().__init__(log_dir=log_dir, env=env, **kwargs)  # type: ignore[arg-type]
+        self.upstream = upstream
+        self.name = "edge"
+
+    def command(self) -> list[str]:
+        return [
+            "edge",
+            "--upstream",
+            self.upstream,
+            "--port",
+            str(self.port),
+            "--data",
+            str(self.log_dir / "no-data"),
+            *self.args,
+        ]

@@ -35,9 +35,9 @@ class CacheInfo:
     collapsed: bool = False
     revalidating: bool = False
 
-    def header(self) -> str:
-        """The ``Cache-Status`` field value (RFC 9211)."""
-        parts = ["pullkv"]
+    def header(self, cache_name: str = "pullkv") -> str:
+        """The ``Cache-Status`` field value (RFC 9211), naming the cache ``cache_name``."""
+        parts = [cache_name]
         if self.hit:
             parts.append("hit")
         if self.forward is not None:

@@ -105,95 +105,6 @@ def main(
     ctx.obj = Context(url, token, account_id, as_json)
 
 
-# Servers.
-@main.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8787, show_default=True, type=int, help="Port to listen on.")
-@click.option(
-    "--data",
-    "data_dir",
-    envvar="PULLKV_DATA",
-    default=DEFAULT_DATA,
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Data folder (PULLKV_DATA).",
-)
-@click.option(
-    "--account-id",
-    "account_id",
-    default=None,
-    help="Fix the default account's id (32 lowercase hex) on first start.",
-)
-@click.option(
-    "--min-expiration-ttl",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Lower the 60 s expiration floor (for tests only).",
-)
-@click.option(
-    "--writes-per-key-per-second",
-    type=click.FloatRange(min=0),
-    default=None,
-    help="Same-key write rate (default 1; 0 disables the limit).",
-)
-@click.option(
-    "--no-group-commit", is_flag=True, help="Commit each write on its own (for benchmarks)."
-)
-@click.option(
-    "--log-level",
-    default="info",
-    show_default=True,
-    type=click.Choice(["debug", "info", "warning", "error"]),
-)
-def serve(
-    host: str,
-    port: int,
-    data_dir: Path,
-    account_id: str | None,
-    min_expiration_ttl: int | None,
-    writes_per_key_per_second: float | None,
-    no_group_commit: bool,
-    log_level: str,
-) -> None:
-    """Run an origin and an edge in one process on the embedded store."""
-    from pullkv.node import Node, NodeConfig, NodeError
-    from pullkv.server import configure_logging, run
-    from pullkv.validate import validate_id
-
-    if account_id is not None:
-        try:
-            validate_id("account", account_id)
-        except errors.KVError:
-            raise click.BadParameter(
-                "must be 32 lowercase hex characters", param_hint="--account-id"
-            ) from None
-    changes: dict[str, Any] = {}
-    if min_expiration_ttl is not None:
-        changes["min_expiration_ttl"] = min_expiration_ttl
-    if writes_per_key_per_second is not None:
-        changes["writes_per_key_per_second"] = writes_per_key_per_second
-    config = NodeConfig(
-        data_dir=data_dir,
-        account_id=account_id,
-        limits=DEFAULT_LIMITS.with_changes(**changes),
-        group_commit=not no_group_commit,
-    )
-    configure_logging(log_level)
-
-    def announce(node: Node, url: str) -> None:
-        click.echo(f"pullkv serving at {url}", err=True)
-        click.echo(f"  REST API:     {url}/client/v4", err=True)
-        click.echo(f"  account id:   {node.account_id}", err=True)
-        click.echo(f"  admin token:  {node.admin_token_source}", err=True)
-        click.echo(f"  master key:   {node.master_key_source}", err=True)
-        click.echo(f"  data folder:  {data_dir}", err=True)
-
-    try:
-        run(config, host, port, announce)
-    except NodeError as exc:
-        raise click.ClickException(str(exc)) from None
-
-
 # Namespaces.
 @main.group()
 def namespace() -> None:
@@ -513,15 +424,29 @@ def token() -> None:
 )
 @click.option("--read-only", is_flag=True, help="The token may only read.")
 @click.option("--admin", is_flag=True, help="The token may manage tokens.")
+@click.option(
+    "--edge",
+    is_flag=True,
+    help="The token lets a pullkv edge pull from this server (every account).",
+)
 @pass_context
 def token_create(
-    ctx: Context, name: str, namespaces: tuple[str, ...], read_only: bool, admin: bool
+    ctx: Context,
+    name: str,
+    namespaces: tuple[str, ...],
+    read_only: bool,
+    admin: bool,
+    edge: bool,
 ) -> None:
     """Create a token; its secret is printed once."""
     with ctx.client() as client:
         created = _run(
             lambda: client.create_token(
-                name, namespaces=list(namespaces) or None, read_only=read_only, admin=admin
+                name,
+                namespaces=list(namespaces) or None,
+                read_only=read_only,
+                admin=admin,
+                edge=edge,
             )
         )
     ctx.emit(
@@ -543,6 +468,8 @@ def token_list(ctx: Context) -> None:
             scope = "read-only" if t["read_only"] else "read-write"
             if t["admin"]:
                 scope += ", admin"
+            if t.get("edge"):
+                scope += ", edge"
             if t["namespaces"] is not None:
                 scope += f", namespaces {','.join(t['namespaces'])}"
             rows.append(f"{t['id']}  {t['status']:<8} {t['name'] or '-'}  ({scope})")
@@ -662,3 +589,13 @@ def keyring_reencrypt(ctx: Context, data_dir: Path) -> None:
             f" ({s['skipped_changed']} changed meanwhile and already use the current key)"
         ),
     )
+
+
+def _register_server_commands() -> None:
+    from pullkv.cli_servers import cluster, edge, origin, serve
+
+    for command in (serve, origin, edge, cluster):
+        main.add_command(command)
+
+
+_register_server_commands()

@@ -222,9 +222,20 @@ class _ClientCalls:
         return _Call("GET", f"{self.namespaces}/{namespace_id}", _result, not_found=None)
 
     def create_token_call(
-        self, name: str, namespaces: Sequence[str] | None, read_only: bool, admin: bool
+        self,
+        name: str,
+        namespaces: Sequence[str] | None,
+        read_only: bool,
+        admin: bool,
+        edge: bool = False,
     ) -> _Call[dict[str, Any]]:
-        body = {"name": name, "namespaces": namespaces, "read_only": read_only, "admin": admin}
+        body = {
+            "name": name,
+            "namespaces": namespaces,
+            "read_only": read_only,
+            "admin": admin,
+            "edge": edge,
+        }
         return _Call("POST", f"{self.base}/tokens", _result, json_body=body)
 
     def list_tokens_call(self) -> _Call[list[dict[str, Any]]]:
@@ -371,9 +382,10 @@ class Client:
         namespaces: Sequence[str] | None = None,
         read_only: bool = False,
         admin: bool = False,
+        edge: bool = False,
     ) -> dict[str, Any]:
         """Create a token (needs an admin token); the secret is in ``value``, shown once."""
-        return self._run(self.account.create_token_call(name, namespaces, read_only, admin))
+        return self._run(self.account.create_token_call(name, namespaces, read_only, admin, edge))
 
     def list_tokens(self) -> list[dict[str, Any]]:
         """The account's tokens (never their secrets)."""

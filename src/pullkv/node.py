@@ -241,6 +241,7 @@ async def _start_edge(config: NodeConfig, metrics: Metrics, clock: Callable[[], 
         metrics,
         internal=edge,
         ready=ready,
+        cache_name=f"pullkv-{settings.location}",
         on_shutdown=edge.close,
     )
     return Node("edge", app, metrics, None, None, master_source, settings.upstream, edge)

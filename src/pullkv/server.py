@@ -1,15 +1,18 @@
-"""Running a node under an HTTP server (uvicorn with httptools and uvloop)."""
+"""Running a node under pullkv's own HTTP server (httptools on uvloop)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
-import uvicorn
+from pullkv.http.server import Server
+from pullkv.node import Node, NodeConfig, NodeError, start_node
 
-from pullkv.node import Node, NodeConfig, start_node
+SHUTDOWN_TIMEOUT = 30.0
 
 
 def configure_logging(level: str = "info") -> None:
@@ -29,42 +32,53 @@ def _loop_name() -> str:
     return "uvloop"
 
 
+def server_ssl_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """A TLS server context for a PEM certificate chain and its key."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise NodeError(f"cannot load the TLS certificate {cert} / key {key}: {exc}") from None
+    return context
+
+
 async def serve_node(
     config: NodeConfig,
     host: str,
     port: int,
     announce: Callable[[Node, str], None],
+    *,
+    tls: tuple[Path, Path] | None = None,
 ) -> None:
     """Start a node and serve it until SIGINT/SIGTERM; in-flight requests finish first."""
+    context = server_ssl_context(*tls) if tls is not None else None
     node = await start_node(config)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            node.app,
-            host=host,
-            port=port,
-            http="httptools",
-            loop="none",
-            lifespan="on",
-            access_log=False,
-            log_level="warning",
-            server_header=False,
-            timeout_graceful_shutdown=30,
-        )
-    )
-    serving = asyncio.create_task(server.serve())
-    while not server.started and not serving.done():
-        await asyncio.sleep(0.01)
-    if server.started:
-        url_host = f"[{host}]" if ":" in host else host
-        announce(node, f"http://{url_host}:{port}")
-    await serving
+    server = Server(node.app, ssl=context, shutdown_timeout=SHUTDOWN_TIMEOUT)
+    scheme = "https" if context is not None else "http"
+    url_host = f"[{host}]" if ":" in host else host
+
+    def ready() -> None:
+        announce(node, f"{scheme}://{url_host}:{server.port}")
+
+    try:
+        await server.start(host, port)
+    except OSError as exc:
+        raise NodeError(f"cannot listen on {url_host}:{port}: {exc.strerror or exc}") from None
+    await server.serve_until_shutdown(ready=ready)
 
 
-def run(config: NodeConfig, host: str, port: int, announce: Callable[[Node, str], None]) -> None:
+def run(
+    config: NodeConfig,
+    host: str,
+    port: int,
+    announce: Callable[[Node, str], None],
+    *,
+    tls: tuple[Path, Path] | None = None,
+) -> None:
     """Blocking entry point: pick the event loop and serve."""
     if _loop_name() == "uvloop":
         import uvloop
 
-        uvloop.run(serve_node(config, host, port, announce))
+        uvloop.run(serve_node(config, host, port, announce, tls=tls))
     else:
-        asyncio.run(serve_node(config, host, port, announce))
+        asyncio.run(serve_node(config, host, port, announce, tls=tls))

@@ -59,6 +59,7 @@ class _Pending:
     """Fetches waiting to go up together for one (account, namespace)."""
 
     keys: dict[str, int | None] = field(default_factory=dict)
+    held: dict[str, SealedEntry | None] = field(default_factory=dict)
     futures: dict[str, asyncio.Future[Fetched]] = field(default_factory=dict)
     cache_ttl: int | None = None
 
@@ -88,6 +89,7 @@ class EdgeBackend:
         self._list_generation: dict[tuple[str, str], int] = {}
         self._tokens: dict[str, tuple[TokenRecord | None, float]] = {}
         self._token_refreshing: set[str] = set()
+        self._token_generation = 0  # bumped by revocations: older answers are not kept
         self._namespaces: dict[tuple[str, str], tuple[Namespace, float]] = {}
         self._background: set[asyncio.Task[None]] = set()
         metrics.watch_cache(
@@ -133,7 +135,7 @@ class EdgeBackend:
     ) -> Lookup:
         collapsed = cache_key in self._inflight
         try:
-            fetched = await self._fetch(cache_key, slot.version if slot else None, ttl)
+            fetched = await self._fetch(cache_key, slot, ttl)
         except errors.KVError as exc:
             if (
                 slot is not None
@@ -184,8 +186,14 @@ class EdgeBackend:
         lookups = await self.read_many(account_id, namespace_id, [k for k, _ in keys], cache_ttl)
         return conditional(lookups, keys)
 
-    def _fetch(self, cache_key: ValueKey, version: int | None, ttl: int) -> asyncio.Future[Fetched]:
-        """The one upstream fetch for a key: joined if already in flight, else batched."""
+    def _fetch(
+        self, cache_key: ValueKey, held: ValueSlot | None, ttl: int
+    ) -> asyncio.Future[Fetched]:
+        """The one upstream fetch for a key: joined if already in flight, else batched.
+
+        The fetch is conditional on the ``held`` slot's version; a "not modified" answer
+        resolves to that slot's entry, so it stays right even if the cache drops the slot
+        while the fetch is out (and for readers that join without holding it)."""
         existing = self._inflight.get(cache_key)
         if existing is not None:
             return existing
@@ -198,7 +206,8 @@ class EdgeBackend:
         if pending is None:
             pending = self._pending[group] = _Pending()
             loop.call_soon(self._flush, group)
-        pending.keys[key] = version
+        pending.keys[key] = held.version if held else None
+        pending.held[key] = held.entry if held else None
         pending.futures[key] = future
         pending.cache_ttl = max(pending.cache_ttl or 0, ttl)
         return future
@@ -235,6 +244,8 @@ class EdgeBackend:
                 future.set_exception(errors.store_unavailable("upstream answer missed a key"))
                 future.exception()
                 continue
+            if answer.not_modified:
+                answer = Fetched(pending.held.get(key), not_modified=True)
             self._store_fetched(cache_key, answer, now, started_seq)
             if not future.done():
                 future.set_result(answer)
@@ -258,7 +269,7 @@ class EdgeBackend:
         if cache_key in self._inflight:
             return
         version_before = slot.version
-        future = self._fetch(cache_key, slot.version, ttl)
+        future = self._fetch(cache_key, slot, ttl)
 
         def done(result: asyncio.Future[Fetched]) -> None:
             if result.cancelled() or result.exception() is not None:
@@ -298,6 +309,7 @@ class EdgeBackend:
                 and slot.generation == generation
                 and upstream_failed(exc)
                 and now - slot.fetched_at < fresh_for + self.policy.max_stale
+                and not _any_expired(slot.rows, self.epoch())
             )
             if usable and isinstance(slot, ListSlot):
                 return slot.rows
@@ -403,7 +415,7 @@ class EdgeBackend:
             "namespaces", self.upstream.delete_namespace(account_id, namespace_id)
         )
         # This location sees the deletion at once; others as their entries expire.
-        for cache_key in self.cache.keys():
+        for cache_key in self.cache.snapshot():
             if cache_key[1] == account_id and cache_key[2] == namespace_id:
                 self.cache.pop(cache_key)
         self._bump_lists(account_id, namespace_id)
@@ -424,25 +436,31 @@ class EdgeBackend:
                     self._token_refreshing.add(token_id)
                     self._spawn(self._refresh_token(token_id))
                 return cached[0]
+        generation = self._token_generation
         try:
             record = await self._upstream_call("token", self.upstream.get_token(token_id))
         except errors.KVError as exc:
             if cached is not None and upstream_failed(exc):
                 return cached[0]
             raise
-        self._remember_token(token_id, record, now)
+        self._remember_token(token_id, record, now, generation)
         return record
 
     async def _refresh_token(self, token_id: str) -> None:
+        generation = self._token_generation
         try:
             record = await self._upstream_call("token", self.upstream.get_token(token_id))
-            self._remember_token(token_id, record, self.clock())
+            self._remember_token(token_id, record, self.clock(), generation)
         except errors.KVError:
             pass  # keep the cached record; the next read retries
         finally:
             self._token_refreshing.discard(token_id)
 
-    def _remember_token(self, token_id: str, record: TokenRecord | None, now: float) -> None:
+    def _remember_token(
+        self, token_id: str, record: TokenRecord | None, now: float, generation: int
+    ) -> None:
+        if generation != self._token_generation:
+            return  # asked before a revocation here finished: it may predate it
         if len(self._tokens) > 10_000:
             self._tokens.clear()
         self._tokens[token_id] = (record, now)
@@ -458,7 +476,14 @@ class EdgeBackend:
     async def revoke_token(self, account_id: str, token_id: str) -> bool:
         """Forwarded to the upstream; forgotten here at once."""
         self._tokens.pop(token_id, None)
-        return await self._upstream_call("token", self.upstream.revoke_token(account_id, token_id))
+        try:
+            return await self._upstream_call(
+                "token", self.upstream.revoke_token(account_id, token_id)
+            )
+        finally:
+            # Token answers read while the revocation was on its way may predate it.
+            self._token_generation += 1
+            self._tokens.pop(token_id, None)
 
     async def data_keys(self) -> list[tuple[int, bytes]]:
         """The upstream's wrapped data keys."""

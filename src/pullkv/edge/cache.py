@@ -32,8 +32,7 @@ ENTRY_OVERHEAD = 400
 class CachePolicy:
     """The edge's cache settings (the ``pullkv edge`` flags)."""
 
-    default_ttl: int = 60
-    min_ttl: int = 30
+    default_ttl: int = 60  # the default cacheTtl (Limits.default_cache_ttl)
     refresh_interval: float = 60.0
     max_stale: float = 3600.0
     list_ttl: float = 60.0
@@ -163,6 +162,6 @@ class ByteLRU(Generic[K, V]):
         self.bytes -= item[1]
         return item[0]
 
-    def keys(self) -> list[K]:
-        """The keys, least recently used first."""
+    def snapshot(self) -> list[K]:
+        """A copy of the keys, least recently used first (safe to pop while iterating)."""
         return list(self._items)

@@ -59,6 +59,7 @@ class App:
         *,
         internal: Backend | None = None,
         ready: Callable[[], Awaitable[bool]] | None = None,
+        cache_name: str = "pullkv",
         background: list[Callable[[], Coroutine[Any, Any, None]]] | None = None,
         on_shutdown: Callable[[], Coroutine[Any, Any, None]] | None = None,
     ) -> None:
@@ -67,7 +68,7 @@ class App:
         self.metrics = metrics
         self.internal = internal
         self._ready = ready
-        self.rest = RestAPI(service, authenticator)
+        self.rest = RestAPI(service, authenticator, cache_name)
         self._background = background or []
         self._on_shutdown = on_shutdown
         self._tasks: list[asyncio.Task[None]] = []

@@ -56,11 +56,14 @@ def header_json(metadata_json: str) -> bytes:
     return json.dumps(json.loads(metadata_json), separators=(",", ":")).encode("ascii")
 
 
-def cache_headers(cache: CacheInfo | None) -> list[tuple[bytes, bytes]]:
+def cache_headers(cache: CacheInfo | None, cache_name: str) -> list[tuple[bytes, bytes]]:
     """``Cache-Status`` and ``Age`` for a read a cache answered."""
     if cache is None:
         return []
-    return [(b"cache-status", cache.header().encode()), (b"age", str(max(cache.age, 0)).encode())]
+    return [
+        (b"cache-status", cache.header(cache_name).encode()),
+        (b"age", str(max(cache.age, 0)).encode()),
+    ]
 
 
 def _one_of(name: str, raw: str | None, allowed: tuple[str, ...], default: str) -> str:
@@ -98,8 +101,11 @@ def _expiration_param(name: str, raw: Any) -> int | None:
 class RestAPI:
     """Route handlers over a KVService."""
 
-    def __init__(self, service: KVService, authenticator: Authenticator) -> None:
+    def __init__(
+        self, service: KVService, authenticator: Authenticator, cache_name: str = "pullkv"
+    ) -> None:
         self.service = service
+        self.cache_name = cache_name
         self.authenticator = authenticator
         self.limits = service.limits
 
@@ -231,7 +237,7 @@ class RestAPI:
         authorize(call.token, call.account_id, namespace_id=call.namespace_id)
         cache_ttl = parse_cache_ttl(call.request.query("cache_ttl"), self.limits)
         read = await self.service.read(call.account_id, call.namespace_id, call.key, cache_ttl)
-        headers = cache_headers(read.cache)
+        headers = cache_headers(read.cache, self.cache_name)
         entry = read.entry
         if entry is None:
             missing = error_response(errors.key_not_found("get"))
