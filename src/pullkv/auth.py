@@ -145,6 +145,16 @@ class Authenticator:
         self._cache[cache_key] = (record, now + self._cache_seconds)
         return record
 
+    def peek(self, authorization: str) -> TokenRecord | None:
+        """A verified token from the cache only (no I/O): the hot path's authentication."""
+        token = bearer_token(authorization)
+        if token is None:
+            return None
+        cached = self._cache.get(hashlib.sha256(token.encode("utf-8")).digest())
+        if cached is None or cached[1] <= self._clock():
+            return None
+        return cached[0]
+
     def forget(self, token_id: str) -> None:
         """Drop cached verifications of a token (after revoking it here)."""
         self._cache = {k: v for k, v in self._cache.items() if v[0].id != token_id}

@@ -74,6 +74,11 @@ class Metrics:
             ["status", "code"],
             registry=r,
         )
+        self.hot_responses = Counter(
+            "pullkv_hot_responses",
+            "Reads answered on the hot path: a fresh cached value, no task and no I/O.",
+            registry=r,
+        )
         self.cache_bytes = Gauge("pullkv_cache_bytes", "Bytes charged to the cache.", registry=r)
         self.cache_entries = Gauge("pullkv_cache_entries", "Items in the cache.", registry=r)
         self.cache_evictions = Gauge(

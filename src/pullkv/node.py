@@ -28,6 +28,7 @@ from pullkv.edge.backend import EdgeBackend
 from pullkv.edge.cache import CachePolicy
 from pullkv.edge.upstream import UPSTREAM_TOKEN_ENV, UpstreamBackend
 from pullkv.http.app import App
+from pullkv.http.hot import HotReads
 from pullkv.keyring import KeyringHolder, ensure_keyring
 from pullkv.limits import DEFAULT_LIMITS, MIB, Limits
 from pullkv.metrics import Metrics
@@ -205,13 +206,18 @@ async def start_node(config: NodeConfig, clock: Callable[[], float] = time.time)
         edge = EdgeBackend(local, config.policy, config.cache_size, metrics, epoch=clock)
         front, close = edge, edge.close
     service = KVService(front, keys, config.limits, clock)
+    authenticator = Authenticator(front, clock)
+    hot = None
+    if isinstance(front, EdgeBackend):
+        hot = HotReads(front, keys, authenticator, config.limits, "pullkv")
     app = App(
         service,
-        Authenticator(front, clock),
+        authenticator,
         metrics,
         internal=local,
         background=background,
         on_shutdown=close,
+        hot=hot,
     )
     return Node(config.role, app, metrics, account_id, admin_source, master_source, None, front)
 
@@ -235,14 +241,17 @@ async def _start_edge(config: NodeConfig, metrics: Metrics, clock: Callable[[], 
     keys = KeyringHolder(edge, master_key, None, clock)
     service = KVService(edge, keys, config.limits, clock)
     ready = _cached_probe(upstream.probe)
+    authenticator = Authenticator(edge, clock)
+    cache_name = f"pullkv-{settings.location}"
     app = App(
         service,
-        Authenticator(edge, clock),
+        authenticator,
         metrics,
         internal=edge,
         ready=ready,
-        cache_name=f"pullkv-{settings.location}",
+        cache_name=cache_name,
         on_shutdown=edge.close,
+        hot=HotReads(edge, keys, authenticator, config.limits, cache_name),
     )
     return Node("edge", app, metrics, None, None, master_source, settings.upstream, edge)
 

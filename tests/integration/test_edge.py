@@ -310,3 +310,39 @@ def test_tokens_from_the_origin_work_at_edges(origin: ServerProcess, edges: Edge
     # A plain (non-edge) token cannot use the internal API.
     internal = httpx.post(f"{origin.url}/pullkv/v1/keyring", json={}, headers=reader)
     assert internal.status_code == 403
+
+
+def test_hot_path_answers_exactly_like_the_ordinary_path(
+    origin: ServerProcess, edges: Edges, ns: str
+) -> None:
+    edge = edges.start()
+    files = {"value": (None, b"\x00hot value"), "metadata": (None, b'{"m":"\xc3\xa9"}')}
+    httpx.put(
+        url(origin, ns, "h%2Fk"),
+        files=files,
+        params={"expiration_ttl": "600"},
+        headers=origin.headers(),
+    )
+    assert get(origin, edge, ns, "h%2Fk", cache_ttl="60").status_code == 200  # fills the cache
+    hot_before = edge.metric("pullkv_hot_responses_total", origin.admin_token)
+    fast = get(origin, edge, ns, "h%2Fk", cache_ttl="60")
+    assert edge.metric("pullkv_hot_responses_total", origin.admin_token) == hot_before + 1
+    # An extra query parameter keeps the request off the hot path, same cache entry.
+    slow = get(origin, edge, ns, "h%2Fk", cache_ttl="60", other="1")
+    assert edge.metric("pullkv_hot_responses_total", origin.admin_token) == hot_before + 1
+    assert fast.status_code == slow.status_code == 200
+    assert fast.content == slow.content == b"\x00hot value"
+
+    def comparable(response: httpx.Response) -> dict[str, str]:
+        return {k: v for k, v in response.headers.items() if k not in ("date", "age")}
+
+    assert comparable(fast) == comparable(slow)
+    assert fast.headers["cf-kv-metadata"] == '{"m":"\\u00e9"}'
+    head = httpx.head(url(edge, ns, "h%2Fk"), headers=origin.headers())
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-length"] == str(len(b"\x00hot value"))
+    # No token, a wrong token or a token of another namespace never get the hot answer.
+    assert httpx.get(url(edge, ns, "h%2Fk")).status_code == 401
+    assert (
+        httpx.get(url(edge, ns, "h%2Fk"), headers={"Authorization": "Bearer x"}).status_code == 401
+    )

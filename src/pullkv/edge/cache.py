@@ -89,6 +89,7 @@ class ValueSlot:
     version: int
     validated_at: float
     written_seq: int = 0
+    memo: object | None = None  # derived data (a rendered response) owned by the HTTP layer
 
     def size(self, key_bytes: int) -> int:
         """Bytes charged to the cache for this slot."""

@@ -14,6 +14,7 @@ from pullkv.auth import Authenticator
 from pullkv.backend import Backend
 from pullkv.http import internal
 from pullkv.http.asgi import Receive, Request, Response, Scope, Send, envelope, error_response
+from pullkv.http.hot import HotReads
 from pullkv.http.internal import PREFIX as INTERNAL_PREFIX
 from pullkv.http.rest import ACCOUNTS_PREFIX, RestAPI
 from pullkv.metrics import Metrics
@@ -60,6 +61,7 @@ class App:
         internal: Backend | None = None,
         ready: Callable[[], Awaitable[bool]] | None = None,
         cache_name: str = "pullkv",
+        hot: HotReads | None = None,
         background: list[Callable[[], Coroutine[Any, Any, None]]] | None = None,
         on_shutdown: Callable[[], Coroutine[Any, Any, None]] | None = None,
     ) -> None:
@@ -69,9 +71,18 @@ class App:
         self.internal = internal
         self._ready = ready
         self.rest = RestAPI(service, authenticator, cache_name)
+        self.hot = hot
         self._background = background or []
         self._on_shutdown = on_shutdown
         self._tasks: list[asyncio.Task[None]] = []
+
+    def fast_response(
+        self, method: bytes, raw_path: bytes, query: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> bytes | None:
+        """pullkv's HTTP server asks this first: a hot cached read, answered with no I/O."""
+        if self.hot is None:
+            return None
+        return self.hot.respond(method, raw_path, query, headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
