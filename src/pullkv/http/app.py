@@ -14,6 +14,7 @@ from pullkv.auth import Authenticator
 from pullkv.backend import Backend
 from pullkv.http import internal
 from pullkv.http.asgi import Receive, Request, Response, Scope, Send, envelope, error_response
+from pullkv.http.binding import NAMESPACE_HEADER, BindingAPI, binding_error
 from pullkv.http.hot import HotReads
 from pullkv.http.internal import PREFIX as INTERNAL_PREFIX
 from pullkv.http.rest import ACCOUNTS_PREFIX, RestAPI
@@ -71,6 +72,7 @@ class App:
         self.internal = internal
         self._ready = ready
         self.rest = RestAPI(service, authenticator, cache_name)
+        self.binding = BindingAPI(service)
         self.hot = hot
         self._background = background or []
         self._on_shutdown = on_shutdown
@@ -100,7 +102,12 @@ class App:
         return response
 
     async def _answer(self, request: Request) -> Response:
+        binding = request.header(NAMESPACE_HEADER) is not None
         try:
+            if binding:
+                request.route = "binding"
+                token = await self.authenticator.authenticate(request.header("authorization"))
+                return await self.binding.dispatch(request, token)
             return await self._route(request)
         except errors.KVError as exc:
             self.metrics.errors.labels(str(exc.status), str(exc.code)).inc()
@@ -112,10 +119,11 @@ class App:
                     request.method,
                     exc.message,
                 )
-            return error_response(exc)
+            return binding_error(exc) if binding else error_response(exc)
         except Exception:
             log.exception("unhandled error method=%s", request.method)
-            return error_response(errors.internal_error())
+            failure = errors.internal_error()
+            return binding_error(failure) if binding else error_response(failure)
 
     async def _route(self, request: Request) -> Response:
         path = request.raw_path

@@ -120,6 +120,7 @@ class Response:
     body: bytes
     content_type: bytes = JSON_TYPE
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    reason: str | None = None  # a custom reason phrase (pullkv's server honours it)
 
     async def send(self, send: Send) -> None:
         """Write the response to the ASGI connection."""
@@ -128,7 +129,14 @@ class Response:
             (b"content-length", str(len(self.body)).encode()),
             *self.headers,
         ]
-        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        start: dict[str, Any] = {
+            "type": "http.response.start",
+            "status": self.status,
+            "headers": headers,
+        }
+        if self.reason is not None:
+            start["reason"] = self.reason
+        await send(start)
         await send({"type": "http.response.body", "body": self.body})
 
 

@@ -32,6 +32,7 @@ _NS_START = _ACCOUNT_END + len(_NAMESPACES)
 _NS_END = _NS_START + 32
 _KEY_START = _NS_END + len(_VALUES)
 _CACHE_TTL = b"cache_ttl="
+_URLENCODED = b"urlencoded=true"
 
 
 @dataclass(slots=True)
@@ -68,23 +69,28 @@ class HotReads:
         self, method: bytes, raw_path: bytes, query: bytes, headers: list[tuple[bytes, bytes]]
     ) -> bytes | None:
         """The complete response for a hot read, or None to take the ordinary path."""
-        if method not in (b"GET", b"HEAD") or not raw_path.startswith(_PREFIX):
+        if method not in (b"GET", b"HEAD"):
             return None
+        authorization = namespace_header = None
+        for name, value in headers:
+            lower = name.lower()
+            if lower == b"authorization":
+                authorization = value
+            elif lower == b"x-pullkv-namespace":
+                namespace_header = value
+        if authorization is None:
+            return None
+        if namespace_header is not None:
+            return self._binding(raw_path, query, authorization, namespace_header)
         if (
-            raw_path[_ACCOUNT_END:_NS_START] != _NAMESPACES
+            not raw_path.startswith(_PREFIX)
+            or raw_path[_ACCOUNT_END:_NS_START] != _NAMESPACES
             or raw_path[_NS_END:_KEY_START] != _VALUES
             or len(raw_path) <= _KEY_START
         ):
             return None
         ttl = self._cache_ttl(query)
         if ttl is None:
-            return None
-        authorization = None
-        for name, value in headers:
-            if name.lower() == b"authorization":
-                authorization = value
-                break
-        if authorization is None:
             return None
         token = self.authenticator.peek(authorization.decode("latin-1"))
         if token is None:
@@ -96,6 +102,31 @@ class HotReads:
             authorize(token, account_id, namespace_id=namespace_id)
         except (UnicodeDecodeError, errors.KVError):
             return None
+        return self._answer("rest", account_id, namespace_id, key, ttl)
+
+    def _binding(
+        self, raw_path: bytes, query: bytes, authorization: bytes, namespace: bytes
+    ) -> bytes | None:
+        """A binding-protocol get: ``GET /<key>?urlencoded=true[&cache_ttl=N]``."""
+        if not query.startswith(_URLENCODED) or len(raw_path) < 2 or raw_path == b"/bulk/get":
+            return None
+        ttl = self._cache_ttl(query[len(_URLENCODED) :].lstrip(b"&"))
+        if ttl is None:
+            return None
+        token = self.authenticator.peek(authorization.decode("latin-1"))
+        if token is None:
+            return None
+        try:
+            namespace_id = namespace.decode("ascii")
+            key = unquote_to_bytes(raw_path[1:]).decode("utf-8")
+            authorize(token, token.account_id, namespace_id=namespace_id)
+        except (UnicodeDecodeError, errors.KVError):
+            return None
+        return self._answer("binding", token.account_id, namespace_id, key, ttl)
+
+    def _answer(
+        self, kind: str, account_id: str, namespace_id: str, key: str, ttl: int
+    ) -> bytes | None:
         slot = self.edge.cache.get(("v", account_id, namespace_id, key))
         if not isinstance(slot, ValueSlot) or slot.entry is None:
             return None
@@ -106,30 +137,32 @@ class HotReads:
         if entry.expiration is not None and entry.expiration <= self.edge.epoch():
             return None
         second = int(now - slot.validated_at)
-        memo = slot.memo
-        if isinstance(memo, _Rendered) and memo.second == second and memo.ttl == ttl:
+        memos: dict[str, _Rendered] = slot.memo if isinstance(slot.memo, dict) else {}
+        memo = memos.get(kind)
+        if memo is not None and memo.second == second and memo.ttl == ttl:
             self._hits.inc()
             self._hot.inc()
             return memo.response
-        if isinstance(memo, _Rendered):
+        if memo is not None:
             body, static = memo.body, memo.static_headers
         else:
-            opened = self._open(namespace_id, key, slot)
+            opened = self._open(kind, namespace_id, key, slot)
             if opened is None:
                 return None
             body, static = opened
-        info = CacheInfo(hit=True, age=second, ttl=remaining(slot.validated_at, now, ttl))
-        response = build_response(
-            200,
-            body,
-            [
-                (b"content-type", b"application/octet-stream"),
-                *static,
+        if kind == "rest":
+            info = CacheInfo(hit=True, age=second, ttl=remaining(slot.validated_at, now, ttl))
+            varying = [
                 (b"cache-status", info.header(self.cache_name).encode()),
                 (b"age", str(second).encode()),
-            ],
+            ]
+        else:
+            varying = [(b"cf-cache-status", b"HIT")]
+        response = build_response(
+            200, body, [(b"content-type", b"application/octet-stream"), *static, *varying]
         )
-        slot.memo = _Rendered(second, ttl, response, body, static)
+        memos[kind] = _Rendered(second, ttl, response, body, static)
+        slot.memo = memos
         self._hits.inc()
         self._hot.inc()
         return response
@@ -146,7 +179,7 @@ class HotReads:
         return ttl if ttl >= self.limits.min_cache_ttl else None
 
     def _open(
-        self, namespace_id: str, key: str, slot: ValueSlot
+        self, kind: str, namespace_id: str, key: str, slot: ValueSlot
     ) -> tuple[bytes, list[tuple[bytes, bytes]]] | None:
         entry = slot.entry
         keyring = self.keys.keyring
@@ -156,7 +189,8 @@ class HotReads:
             body = keyring.open(entry.value, part_aad(namespace_id, key, "value"))
             static: list[tuple[bytes, bytes]] = []
             if entry.expiration is not None:
-                static.append((b"expiration", str(entry.expiration).encode()))
+                name = b"expiration" if kind == "rest" else b"cf-expiration"
+                static.append((name, str(entry.expiration).encode()))
             if entry.metadata is not None:
                 raw = keyring.open(entry.metadata, part_aad(namespace_id, key, "metadata"))
                 static.append((b"cf-kv-metadata", header_json(raw.decode("utf-8"))))
