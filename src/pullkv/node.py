@@ -250,10 +250,22 @@ async def _start_edge(config: NodeConfig, metrics: Metrics, clock: Callable[[], 
         internal=edge,
         ready=ready,
         cache_name=cache_name,
+        background=[lambda: _prefetch_keyring(keys)],
         on_shutdown=edge.close,
         hot=HotReads(edge, keys, authenticator, config.limits, cache_name),
     )
     return Node("edge", app, metrics, None, None, master_source, settings.upstream, edge)
+
+
+async def _prefetch_keyring(keys: KeyringHolder) -> None:
+    """Load the keyring from the upstream at start, so the first read does not wait for it."""
+    for delay in (0.0, 1.0, 2.0, 5.0, 10.0):
+        await asyncio.sleep(delay)
+        try:
+            await keys.reload()
+            return
+        except Exception:
+            log.info("keyring not loaded from the upstream yet; will retry", exc_info=True)
 
 
 def _cached_probe(probe: Callable[[], Awaitable[bool]]) -> Callable[[], Awaitable[bool]]:
