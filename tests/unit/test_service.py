@@ -253,10 +253,11 @@ async def test_values_are_encrypted_and_bound(world: World) -> None:
 
 
 async def test_backend_reads_are_sealed(world: World) -> None:
-    version = await world.put("k", b"x")
+    plaintext = b"a plaintext long enough never to appear in ciphertext by chance"
+    version = await world.put("k", plaintext)
     sealed = (await world.service.backend.read(ACCOUNT, world.ns, "k", None)).entry
-    assert sealed is not None and sealed.version == version and b"x" not in sealed.value
-    assert (await world.service.open(world.ns, sealed)).value == b"x"
+    assert sealed is not None and sealed.version == version and plaintext not in sealed.value
+    assert (await world.service.open(world.ns, sealed)).value == plaintext
 
 
 async def test_reads_old_data_after_rotation(world: World) -> None:
