@@ -799,3 +799,9 @@ def test_wrangler_state_stays_in_the_sandbox(wrangler: Wrangler) -> None:
     if repo_cache.exists():
         stale = [p for p in repo_cache.iterdir() if p.stat().st_mtime > STARTED]
         assert stale == [], "wrangler wrote into the repository's node_modules/.cache"
+
+
+def test_whoami(wrangler: Wrangler, server: ServerProcess) -> None:
+    result = wrangler.run("whoami")
+    assert server.account_id in result.output, result.describe()
+    assert "pullkv.invalid" in result.output, result.describe()

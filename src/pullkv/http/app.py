@@ -41,12 +41,18 @@ def _verify(token: TokenRecord) -> Response:
     return envelope({"id": token.id, "status": "active"})
 
 
+def _user(token: TokenRecord) -> Response:
+    # There are no users in pullkv, only tokens; this is what `wrangler whoami` shows.
+    return envelope({"id": token.id, "email": f"token-{token.id}@pullkv.invalid"})
+
+
 # Identity endpoints that Cloudflare clients call to discover their account (wrangler calls
 # /memberships and /accounts when no account id is configured).
 _IDENTITY_ROUTES: dict[str, Callable[[TokenRecord], Response]] = {
     "/client/v4/accounts": _accounts,
     "/client/v4/memberships": _memberships,
     "/client/v4/user/tokens/verify": _verify,
+    "/client/v4/user": _user,
 }
 
 
