@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,9 +27,13 @@ class Namespace:
         return shape
 
 
-@dataclass(frozen=True, slots=True)
-class SealedEntry:
-    """A key as the store holds it: value and metadata are ciphertext."""
+class SealedEntry(NamedTuple):
+    """A key as the store holds it: value and metadata are ciphertext.
+
+    A tuple of immutable values, so the garbage collector stops tracking it: an edge holds
+    hundreds of thousands of these, and tracked objects would make every full collection
+    scan them all.
+    """
 
     key: str
     value: bytes

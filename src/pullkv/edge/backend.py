@@ -26,10 +26,12 @@ from pullkv.edge.cache import (
     Freshness,
     ListSlot,
     ValueSlot,
+    freeze_slot,
     freshness,
     live,
     remaining,
     stale_usable,
+    thaw_slot,
 )
 from pullkv.metrics import Metrics
 from pullkv.store.base import NamespaceOrder
@@ -82,7 +84,7 @@ class EdgeBackend:
         self.metrics = metrics
         self.clock = clock
         self.epoch = epoch
-        self.cache: ByteLRU[ValueKey | ListKey, Slot] = ByteLRU(capacity)
+        self.cache: ByteLRU[ValueKey | ListKey, Slot] = ByteLRU(capacity, freeze_slot, thaw_slot)
         self._inflight: dict[ValueKey, asyncio.Future[Fetched]] = {}
         self._pending: dict[tuple[str, str], _Pending] = {}
         self._write_seq = 0
@@ -258,7 +260,7 @@ class EdgeBackend:
             return  # a write through this edge landed after the fetch left: it is newer
         if answer.not_modified:
             if isinstance(current, ValueSlot):
-                current.validated_at = now
+                self.cache.update(cache_key, current._replace(validated_at=now))
             return
         entry = answer.entry
         slot = ValueSlot(entry, entry.version if entry else 0, now)

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import enum
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar, cast
 
 from pullkv.types import ListedKey, SealedEntry
 
@@ -80,10 +81,14 @@ def live(entry: SealedEntry | None, epoch_now: float) -> SealedEntry | None:
     return entry
 
 
-@dataclass(slots=True)
-class ValueSlot:
+class ValueSlot(NamedTuple):
     """A cached key: the sealed entry (None: "not found"), its version and when the upstream
-    last vouched for it. ``written_seq`` orders it against fetches still in flight."""
+    last vouched for it. ``written_seq`` orders it against fetches still in flight.
+
+    Immutable (change it with ``_replace`` and ``ByteLRU.update``) and made of immutable
+    parts, so the garbage collector untracks it: full collections stay short however many
+    entries the cache holds.
+    """
 
     entry: SealedEntry | None
     version: int
@@ -118,13 +123,22 @@ class ByteLRU(Generic[K, V]):
     """A mapping bounded by the bytes its values are charged, least recently used out first.
 
     The bound holds after every ``put``: an item larger than the whole capacity is not kept.
+    ``freeze``/``thaw`` let a caller keep values in a form the garbage collector ignores
+    (plain tuples of immutable values) and see them as richer objects.
     """
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        freeze: Callable[[V], object] = lambda value: value,
+        thaw: Callable[[object], V] = lambda stored: stored,  # type: ignore[assignment,return-value]
+    ) -> None:
         self.capacity = capacity
         self.bytes = 0
         self.evictions = 0
-        self._items: OrderedDict[K, tuple[V, int]] = OrderedDict()
+        self._freeze = freeze
+        self._thaw = thaw
+        self._items: OrderedDict[K, tuple[object, int]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._items)
@@ -135,24 +149,32 @@ class ByteLRU(Generic[K, V]):
         if item is None:
             return None
         self._items.move_to_end(key)
-        return item[0]
+        return self._thaw(item[0])
 
     def peek(self, key: K) -> V | None:
         """The value, without touching its recency."""
         item = self._items.get(key)
-        return None if item is None else item[0]
+        return None if item is None else self._thaw(item[0])
 
     def put(self, key: K, value: V, size: int) -> bool:
         """Insert or replace; evict least recently used items until the bound holds."""
         self.pop(key)
         if size > self.capacity:
             return False
-        self._items[key] = (value, size)
+        self._items[key] = (self._freeze(value), size)
         self.bytes += size
         while self.bytes > self.capacity:
             _, (_, evicted) = self._items.popitem(last=False)
             self.bytes -= evicted
             self.evictions += 1
+        return True
+
+    def update(self, key: K, value: V) -> bool:
+        """Replace an item's value in place: same size, same recency. False if absent."""
+        item = self._items.get(key)
+        if item is None:
+            return False
+        self._items[key] = (self._freeze(value), item[1])
         return True
 
     def pop(self, key: K) -> V | None:
@@ -161,8 +183,33 @@ class ByteLRU(Generic[K, V]):
         if item is None:
             return None
         self.bytes -= item[1]
-        return item[0]
+        return self._thaw(item[0])
 
     def snapshot(self) -> list[K]:
         """A copy of the keys, least recently used first (safe to pop while iterating)."""
         return list(self._items)
+
+
+def freeze_slot(slot: ValueSlot | ListSlot) -> object:
+    """A value slot as a plain tuple of immutable values, which the garbage collector stops
+    tracking (an edge holds hundreds of thousands; tracked, they would make every full
+    collection scan them all). List slots, which are few, are kept as they are."""
+    if isinstance(slot, ListSlot):
+        return slot
+    entry = slot.entry
+    return (
+        None if entry is None else tuple(entry),
+        slot.version,
+        slot.validated_at,
+        slot.written_seq,
+        slot.memo,
+    )
+
+
+def thaw_slot(stored: object) -> ValueSlot | ListSlot:
+    """The inverse of :func:`freeze_slot`."""
+    if isinstance(stored, ListSlot):
+        return stored
+    fields = cast(tuple[Any, int, float, int, object], stored)
+    sealed = None if fields[0] is None else SealedEntry._make(fields[0])
+    return ValueSlot(sealed, fields[1], fields[2], fields[3], fields[4])

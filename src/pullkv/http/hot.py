@@ -127,7 +127,8 @@ class HotReads:
     def _answer(
         self, kind: str, account_id: str, namespace_id: str, key: str, ttl: int
     ) -> bytes | None:
-        slot = self.edge.cache.get(("v", account_id, namespace_id, key))
+        cache_key = ("v", account_id, namespace_id, key)
+        slot = self.edge.cache.get(cache_key)
         if not isinstance(slot, ValueSlot) or slot.entry is None:
             return None
         now = self.edge.clock()
@@ -162,7 +163,8 @@ class HotReads:
             200, body, [(b"content-type", b"application/octet-stream"), *static, *varying]
         )
         memos[kind] = _Rendered(second, ttl, response, body, static)
-        slot.memo = memos
+        if slot.memo is not memos:
+            self.edge.cache.update(cache_key, slot._replace(memo=memos))
         self._hits.inc()
         self._hot.inc()
         return response
