@@ -1,0 +1,236 @@
+"""Point reads per second through HTTP: pullkv against nginx serving the same 1 KiB as a file.
+
+Starts ``pullkv serve`` on a fresh temporary data folder, writes a 1 KiB value under the key
+``hot``, and starts nginx (a temporary prefix and config, a free loopback port, one worker by
+default so that it is one process against one process) serving a 1 KiB static file. Then, in
+interleaved rounds, ``wrk -t1 -c64 --latency`` reads each for a fixed time: pullkv's
+``GET .../values/hot`` with the bearer token, nginx's file, and (unless --no-healthz)
+pullkv's ``/healthz``, which has no authentication and no store behind it: the cost of the
+HTTP stack alone. Prints a markdown report.
+
+    .venv/bin/python bench/bench_reads.py --duration 10 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import urllib.request
+from dataclasses import dataclass
+
+from benchlib import (
+    HERE,
+    NginxServer,
+    PullkvServer,
+    WrkResult,
+    add_common_arguments,
+    check_common_arguments,
+    default_server_command,
+    find_tool,
+    http,
+    label_of,
+    machine_facts,
+    median,
+    run_wrk,
+    table,
+    wait_until_quiet,
+)
+
+VALUE_BYTES = 1024
+PULLKV = "pullkv GET values/hot"
+NGINX = "nginx static file"
+HEALTHZ = "pullkv GET /healthz (no auth, no store)"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    add_common_arguments(p, connections=64, per="target")
+    p.add_argument("--nginx-workers", type=int, default=1, help="nginx workers (default 1)")
+    p.add_argument("--no-healthz", action="store_true", help="skip the /healthz reference")
+    p.add_argument("--nginx", help="path of nginx (default: from PATH or /usr/sbin)")
+    args = p.parse_args(argv)
+    check_common_arguments(p, args)
+    if not 1 <= args.nginx_workers <= 16:
+        p.error("keep --nginx-workers in 1..16")
+    return args
+
+
+@dataclass
+class Run:
+    """One measured run: which round and target, and wrk's figures."""
+
+    label: str
+    target: str
+    result: WrkResult
+    kept: bool = True
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print the report."""
+    args = parse_args(argv)
+    wrk = find_tool("wrk", args.wrk)
+    nginx_path = find_tool("nginx", args.nginx)
+    server_command = shlex.split(args.server) if args.server else default_server_command()
+    script = HERE / "get_static.lua"
+    given = sys.argv[1:] if argv is None else argv
+    command = shlex.join(["python", "bench/bench_reads.py", *given])
+    facts = machine_facts(wrk, server_command, nginx_path, source=args.source)
+    value = bytes(ord("a") + i % 26 for i in range(VALUE_BYTES))
+
+    runs: list[Run] = []
+    with (
+        PullkvServer(server_command, ["--writes-per-key-per-second", "0"], "reads") as server,
+        NginxServer(nginx_path, value, workers=args.nginx_workers) as nginx,
+    ):
+        ns = server.create_namespace("bench-reads")
+        server.put(ns, "hot", value)
+        value_url = server.origin + server.values_path(ns) + "hot"
+        got = http("GET", value_url, server.token)
+        with urllib.request.urlopen(nginx.url, timeout=10) as resp:
+            from_nginx = resp.read()
+        if got.body != value or from_nginx != value:
+            raise RuntimeError("the targets do not return the 1 KiB value")
+
+        # target name -> (url, token for the Authorization header, pid to measure)
+        targets: dict[str, tuple[str, str, int]] = {
+            PULLKV: (value_url, server.token, server.pid),
+            NGINX: (nginx.url, "", nginx.pid),
+        }
+        if not args.no_healthz:
+            targets[HEALTHZ] = (server.origin + "/healthz", "", server.pid)
+
+        def once(name: str, seconds: float) -> WrkResult:
+            url, token, pid = targets[name]
+            return run_wrk(
+                wrk,
+                url,
+                script,
+                [token],
+                threads=args.threads,
+                connections=args.connections,
+                duration=seconds,
+                server_pid=pid,
+            )
+
+        if args.warmup > 0:
+            for name in targets:
+                once(name, args.warmup)
+        rnd, retries = 1, 0
+        while rnd <= args.rounds:
+            label = f"{rnd}" + ("" if retries == 0 else f" (retry {retries})")
+            if args.quiet_wait > 0:
+                wait_until_quiet(args.quiet_wait)
+            order = list(targets) if rnd % 2 else list(reversed(targets))
+            this_round = []
+            for name in order:
+                result = once(name, args.duration)
+                this_round.append(Run(label, name, result))
+                print(
+                    f"round {label} {name}: {result.rate:.0f} req/s, p50 {result.p50_ms:.2f} ms,"
+                    f" p99 {result.p99_ms:.2f} ms, non-2xx {result.non2xx},"
+                    f" others' CPU {result.others_percent:.0f}%",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            runs += this_round
+            noisy = any(r.result.others_percent > args.max_noise for r in this_round)
+            if noisy and retries < args.retries:
+                retries += 1
+                for r in this_round:
+                    r.kept = False
+                continue
+            rnd, retries = rnd + 1, 0
+
+    print(report(args, command, facts, runs))
+    return 0
+
+
+def report(args: argparse.Namespace, command: str, facts: list[str], runs: list[Run]) -> str:
+    """The markdown report."""
+    names = list(dict.fromkeys(r.target for r in runs))
+    kept = {name: [r.result for r in runs if r.kept and r.target == name] for name in names}
+    out = [
+        "### Point reads: pullkv against nginx serving a 1 KiB static file",
+        "",
+        f"Command: `{command}`",
+        "",
+        *[f"- {fact}" for fact in facts],
+        f"- load generator: wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s"
+        " --latency, the same GET on every request (bench/get_static.lua)",
+        f"- nginx config: {args.nginx_workers} worker process(es), sendfile, access log off",
+        "",
+    ]
+    rows = []
+    for name, results in kept.items():
+        rows.append(
+            [
+                name,
+                f"**{median([r.rate for r in results]):.0f}**",
+                f"{median([r.p50_ms for r in results]):.2f}",
+                f"{median([r.p99_ms for r in results]):.2f}",
+                f"{median([r.cpu_percent for r in results]):.0f}%",
+                sum(r.non2xx for r in results),
+                sum(r.socket_errors for r in results),
+            ]
+        )
+    out.append(
+        table(
+            [
+                "target",
+                "median req/s",
+                "p50 ms",
+                "p99 ms",
+                "server CPU",
+                "non-2xx",
+                "socket errors",
+            ],
+            rows,
+        )
+    )
+    paired = [a.rate / b.rate for a, b in zip(kept[PULLKV], kept[NGINX], strict=True)]
+    pullkv_rate = median([r.rate for r in kept[PULLKV]])
+    nginx_rate = median([r.rate for r in kept[NGINX]])
+    out += [
+        "",
+        f"Ratio pullkv / nginx: **{pullkv_rate / nginx_rate:.2f}x** of the medians;"
+        f" {' / '.join(f'{r:.2f}x' for r in paired)} round by round.",
+    ]
+    if HEALTHZ in kept:
+        healthz_rate = median([r.rate for r in kept[HEALTHZ]])
+        out.append(
+            f"Ratio pullkv GET value / pullkv /healthz: **{pullkv_rate / healthz_rate:.2f}x**"
+            " (what is left of the HTTP stack's throughput after auth, routing, the lookup"
+            " and decryption)."
+        )
+    out.append("")
+    out.append(
+        table(
+            ["round", "target", "req/s", "p50 ms", "p99 ms", "server CPU", "others' CPU"],
+            [
+                [
+                    label_of(r.label, r.kept, r.result, args.max_noise),
+                    r.target,
+                    f"{r.result.rate:.0f}",
+                    f"{r.result.p50_ms:.2f}",
+                    f"{r.result.p99_ms:.2f}",
+                    f"{r.result.cpu_percent:.0f}%",
+                    f"{r.result.others_percent:.0f}%",
+                ]
+                for r in runs
+            ],
+        )
+    )
+    out += [
+        "",
+        "Medians are over the kept rounds. Server CPU: the server's user+system time over the"
+        " run (nginx: master and workers), in % of one core. Others' CPU: machine CPU time"
+        " (user+system+steal) used by neither the server nor wrk over the run, in % of one"
+        " core (other tenants); a round where it passed --max-noise was redone.",
+    ]
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
