@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from pullkv import Client
+from tests.pg import store_args
 from tests.support import ServerProcess
 
 # Short floors so expiry tests need no long sleeps; no same-key rate limit unless a test
@@ -18,12 +19,16 @@ TEST_SERVER_ARGS = ["--min-expiration-ttl", "1", "--writes-per-key-per-second", 
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """A running ``pullkv serve`` for the whole test module."""
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """A running ``pullkv serve`` for the whole test module, on SQLite unless the module
+    parametrises the store engine (``tests.pg.parametrize_server``)."""
     data = Path(tmp_path_factory.mktemp("server")) / "data"
-    proc = ServerProcess(data, args=list(TEST_SERVER_ARGS)).start()
-    yield proc
-    proc.stop()
+    with store_args(getattr(request, "param", "sqlite")) as store:
+        proc = ServerProcess(data, args=[*TEST_SERVER_ARGS, *store]).start()
+        yield proc
+        proc.stop()
 
 
 @pytest.fixture

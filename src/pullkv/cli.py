@@ -500,21 +500,41 @@ data_option = click.option(
 )
 
 
+def _check_store(ctx: click.Context, param: click.Parameter, url: str | None) -> str | None:
+    from pullkv.cli_servers import check_store_url
+
+    return check_store_url(ctx, param, url)
+
+
+store_option = click.option(
+    "--store",
+    "store_url",
+    envvar="PULLKV_STORE",
+    default=None,
+    callback=_check_store,
+    help="Store URL (PULLKV_STORE), when the data folder's server runs with --store.",
+)
+
+
 @main.group()
 def keyring() -> None:
-    """Inspect and rotate the encryption keys of a data folder."""
+    """Inspect and rotate the encryption keys of a data folder (and its --store)."""
 
 
-def _with_store(data_dir: Path, job: Callable[[Any, bytes], Any]) -> Any:
+def _with_store(
+    data_dir: Path, job: Callable[[Any, bytes], Any], store_url: str | None = None
+) -> Any:
     from pullkv.crypto import CryptoError, load_master_key
     from pullkv.store import open_store, sqlite_path_for
 
-    db = sqlite_path_for(data_dir)
-    if not db.exists():
-        raise click.ClickException(f"no pullkv store in {data_dir}")
+    if store_url is None:
+        db = sqlite_path_for(data_dir)
+        if not db.exists():
+            raise click.ClickException(f"no pullkv store in {data_dir}")
+        store_url = f"sqlite://{db}"
 
     async def main() -> Any:
-        store = open_store(f"sqlite://{db}")
+        store = open_store(store_url)
         try:
             master_key, _ = load_master_key(data_dir, os.environ, create=False)
             return await job(store, master_key)
@@ -525,12 +545,15 @@ def _with_store(data_dir: Path, job: Callable[[Any, bytes], Any]) -> Any:
         return asyncio.run(main())
     except CryptoError as exc:
         raise click.ClickException(str(exc)) from None
+    except errors.KVError as exc:
+        raise click.ClickException(exc.message) from None
 
 
 @keyring.command("list")
 @data_option
+@store_option
 @pass_context
-def keyring_list(ctx: Context, data_dir: Path) -> None:
+def keyring_list(ctx: Context, data_dir: Path, store_url: str | None) -> None:
     """Show the data keys; the newest is current."""
     from pullkv.keyring import load_keyring
 
@@ -538,7 +561,7 @@ def keyring_list(ctx: Context, data_dir: Path) -> None:
         ring = await load_keyring(store, master_key)
         return {"keys": ring.key_ids, "current": ring.current_id}
 
-    result = _with_store(data_dir, job)
+    result = _with_store(data_dir, job, store_url)
     ctx.emit(
         result,
         lambda r: "\n".join(
@@ -549,12 +572,13 @@ def keyring_list(ctx: Context, data_dir: Path) -> None:
 
 @keyring.command("rotate")
 @data_option
+@store_option
 @pass_context
-def keyring_rotate(ctx: Context, data_dir: Path) -> None:
+def keyring_rotate(ctx: Context, data_dir: Path, store_url: str | None) -> None:
     """Add a new data key; new writes use it, old data stays readable."""
     from pullkv.keyring import rotate
 
-    key_id = _with_store(data_dir, rotate)
+    key_id = _with_store(data_dir, rotate, store_url)
     ctx.emit(
         {"current": key_id},
         lambda _: (
@@ -566,8 +590,9 @@ def keyring_rotate(ctx: Context, data_dir: Path) -> None:
 
 @keyring.command("reencrypt")
 @data_option
+@store_option
 @pass_context
-def keyring_reencrypt(ctx: Context, data_dir: Path) -> None:
+def keyring_reencrypt(ctx: Context, data_dir: Path, store_url: str | None) -> None:
     """Re-seal every value and metadata under the current data key (safe while serving)."""
     from pullkv.keyring import load_keyring, reencrypt
 
@@ -576,7 +601,7 @@ def keyring_reencrypt(ctx: Context, data_dir: Path) -> None:
         with click.progressbar(length=0, label="Re-encrypting", file=sys.stderr) as bar:
             return await reencrypt(store, ring, progress=bar.update)
 
-    report = _with_store(data_dir, job)
+    report = _with_store(data_dir, job, store_url)
     summary = {
         "scanned": report.scanned,
         "resealed": report.resealed,
@@ -593,8 +618,9 @@ def keyring_reencrypt(ctx: Context, data_dir: Path) -> None:
 
 def _register_server_commands() -> None:
     from pullkv.cli_servers import cluster, edge, origin, serve
+    from pullkv.cli_store import store
 
-    for command in (serve, origin, edge, cluster):
+    for command in (serve, origin, edge, cluster, store):
         main.add_command(command)
 
 

@@ -78,6 +78,26 @@ listen_options = _apply(
     ]
 )
 
+
+def check_store_url(_ctx: click.Context, _param: click.Parameter, url: str | None) -> str | None:
+    """A click callback: refuse a store URL no engine knows."""
+    from pullkv.store import is_store_url
+
+    if url is not None and not is_store_url(url):
+        raise click.BadParameter("expected sqlite:///path/to/file or postgresql://user@host/db")
+    return url
+
+
+store_option = click.option(
+    "--store",
+    "store_url",
+    envvar="PULLKV_STORE",
+    default=None,
+    callback=check_store_url,
+    help="Store URL (PULLKV_STORE): sqlite:///path/to/file or postgresql://user@host/db. "
+    "Default: the SQLite file in --data, which holds master.key and admin-token either way.",
+)
+
 origin_options = _apply(
     [
         click.option(
@@ -89,6 +109,7 @@ origin_options = _apply(
             type=click.Path(file_okay=False, path_type=Path),
             help="Data folder (PULLKV_DATA).",
         ),
+        store_option,
         click.option(
             "--account-id",
             "account_id",
@@ -202,6 +223,11 @@ def _launch(
             click.echo(f"  upstream:     {node.upstream}", err=True)
         click.echo(f"  master key:   {node.master_key_source}", err=True)
         click.echo(f"  data folder:  {config.data_dir}", err=True)
+        if config.role != "edge":
+            from pullkv.node import store_url_for
+            from pullkv.store import describe_url
+
+            click.echo(f"  store:        {describe_url(store_url_for(config))}", err=True)
 
     try:
         run(config, host, port, announce, tls=tls)
@@ -220,6 +246,7 @@ def serve(
     tls_key: Path | None,
     log_level: str,
     data_dir: Path,
+    store_url: str | None,
     account_id: str | None,
     min_expiration_ttl: int | None,
     writes_per_key_per_second: float | None,
@@ -230,7 +257,7 @@ def serve(
     refresh_interval: float | None,
     max_stale: float | None,
 ) -> None:
-    """Run an origin and an edge in one process on the embedded store."""
+    """Run an origin and an edge in one process (on the embedded store unless --store)."""
     from pullkv.node import NodeConfig
 
     _check_account(account_id)
@@ -243,6 +270,7 @@ def serve(
     config = NodeConfig(
         data_dir=data_dir,
         role="serve",
+        store_url=store_url,
         account_id=account_id,
         limits=limits,
         group_commit=not no_group_commit,
@@ -262,6 +290,7 @@ def origin(
     tls_key: Path | None,
     log_level: str,
     data_dir: Path,
+    store_url: str | None,
     account_id: str | None,
     min_expiration_ttl: int | None,
     writes_per_key_per_second: float | None,
@@ -278,6 +307,7 @@ def origin(
     config = NodeConfig(
         data_dir=data_dir,
         role="origin",
+        store_url=store_url,
         account_id=account_id,
         limits=limits,
         group_commit=not no_group_commit,

@@ -292,6 +292,11 @@ def decryption_failed(what: str) -> KVError:
     return KVError(500, INTERNAL, f"Stored data failed integrity check: {what}")
 
 
+# Store maintenance (pullkv store migrate / copy / backup): no HTTP status, a message for people.
+class StoreMaintenanceError(Exception):
+    """A store command could not finish; the message says why and what to do."""
+
+
 # Errors the Python client raises for a server's error responses.
 class APIError(KVError):
     """The server answered with an error envelope (or an error status)."""

@@ -27,6 +27,7 @@ from pullkv.crypto import CryptoError, load_master_key, write_secret_file
 from pullkv.edge.backend import EdgeBackend
 from pullkv.edge.cache import CachePolicy
 from pullkv.edge.upstream import UPSTREAM_TOKEN_ENV, UpstreamBackend
+from pullkv.errors import KVError
 from pullkv.http.app import App
 from pullkv.http.hot import HotReads
 from pullkv.keyring import KeyringHolder, ensure_keyring
@@ -69,6 +70,7 @@ class NodeConfig:
 
     data_dir: Path
     role: Role = "serve"
+    store_url: str | None = None  # None: the SQLite file in data_dir
     account_id: str | None = None
     limits: Limits = DEFAULT_LIMITS
     group_commit: bool = True
@@ -94,12 +96,20 @@ class Node:
 
 
 async def ensure_admin_token(
-    store: Store, data_dir: Path, account_id: str, environ: Mapping[str, str], now: int
+    store: Store,
+    data_dir: Path,
+    account_id: str,
+    environ: Mapping[str, str],
+    now: int,
+    *,
+    shared: bool = False,
 ) -> str:
     """Make sure an admin token exists; return where the operator finds it.
 
     ``PULLKV_ADMIN_TOKEN`` wins and is (re)registered on every start. Otherwise the first
-    start creates one and writes it to ``<data>/admin-token`` (0600).
+    start creates one and writes it to ``<data>/admin-token`` (0600). On a ``shared`` store
+    (``--store``: other origins may use it) a missing file next to an active admin token is
+    refused rather than replaced, since replacing it would revoke the other origins' token.
     """
     if environ.get(ADMIN_TOKEN_ENV):
         token = environ[ADMIN_TOKEN_ENV]
@@ -120,6 +130,11 @@ async def ensure_admin_token(
     existing = await store.get_token(known_id) if known_id else None
     if existing is not None and existing.revoked_at is None and path.exists():
         return str(path)
+    if shared and existing is not None and existing.revoked_at is None:
+        raise NodeError(
+            f"this store already has an admin token but {path} is missing: copy admin-token "
+            f"from the data folder of an origin on this store, or set ${ADMIN_TOKEN_ENV}"
+        )
     token_id, token = generate_token()
     await store.add_token(
         make_record(token, token_id, account_id, "admin", now=now, admin=True, edge=True)
@@ -151,6 +166,11 @@ def _master_key(config: NodeConfig, *, create: bool) -> tuple[bytes, str]:
         raise NodeError(str(exc)) from None
 
 
+def store_url_for(config: NodeConfig) -> str:
+    """The store an origin uses: ``--store``, else the SQLite file in the data folder."""
+    return config.store_url or f"sqlite://{sqlite_path_for(config.data_dir)}"
+
+
 async def _open_origin(
     config: NodeConfig, clock: Callable[[], float]
 ) -> tuple[Store, LocalBackend, KeyringHolder, str, str, str]:
@@ -158,14 +178,12 @@ async def _open_origin(
     with contextlib.suppress(OSError):
         config.data_dir.chmod(0o700)
     master_key, master_source = _master_key(config, create=True)
-    store = open_store(
-        f"sqlite://{sqlite_path_for(config.data_dir)}", group_commit=config.group_commit
-    )
+    store = open_store(store_url_for(config), group_commit=config.group_commit)
     try:
         keyring = await ensure_keyring(store, master_key)
-    except CryptoError as exc:
+    except (CryptoError, KVError) as exc:  # KVError: the store cannot be reached or used
         await store.close()
-        raise NodeError(str(exc)) from None
+        raise NodeError(exc.message if isinstance(exc, KVError) else str(exc)) from None
     account_id = await store.setdefault_setting(
         ACCOUNT_SETTING, config.account_id or uuid.uuid4().hex
     )
@@ -175,9 +193,18 @@ async def _open_origin(
             f"this data folder belongs to account {account_id}; "
             f"--account-id {config.account_id} does not match"
         )
-    admin_source = await ensure_admin_token(
-        store, config.data_dir, account_id, config.environ, int(clock())
-    )
+    try:
+        admin_source = await ensure_admin_token(
+            store,
+            config.data_dir,
+            account_id,
+            config.environ,
+            int(clock()),
+            shared=config.store_url is not None,
+        )
+    except NodeError:
+        await store.close()
+        raise
     local = LocalBackend(store, config.limits, clock)
     keys = KeyringHolder(store, master_key, keyring, clock)
     return store, local, keys, account_id, admin_source, master_source

@@ -12,7 +12,13 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.pg import parametrize_server
 from tests.support import ServerProcess
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    parametrize_server(metafunc)  # every test with a server runs on SQLite and on PostgreSQL
+
 
 MIB = 1024 * 1024
 UNKNOWN_NS = "f" * 32
@@ -102,7 +108,7 @@ CASES = [
         "/values/big",
         413,
         "Value length of 26214401 exceeds limit of 26214400.",
-        content=_chunks(25 * MIB + 1),
+        content=lambda: _chunks(25 * MIB + 1),  # a fresh stream for each engine's run
     ),
     Case(
         "metadata-1025-bytes",
@@ -491,7 +497,7 @@ def test_bad_input_is_refused_and_changes_nothing(
         case.method,
         _url(server, namespace_id, case),
         params=case.params or None,
-        content=case.content,
+        content=case.content() if callable(case.content) else case.content,
         json=case.json_body,
         headers=case.headers or None,
     )

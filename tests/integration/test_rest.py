@@ -10,7 +10,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.pg import parametrize_server
 from tests.support import ServerProcess
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    parametrize_server(metafunc)  # every test with a server runs on SQLite and on PostgreSQL
 
 
 def ns_url(server: ServerProcess, namespace_id: str) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,11 +18,13 @@ import pytest
 
 from pullkv import errors
 from pullkv.store.base import Store
+from pullkv.store.postgres import PostgresStore
 from pullkv.store.sqlite import MAX_GROUP, SQLiteStore, prefix_upper_bound
 from pullkv.types import Namespace, SealedWrite, TokenRecord
+from tests.pg import fresh_schema
 from tests.unit.helpers import raises_kv
 
-ENGINES = ["sqlite"]
+ENGINES = ["sqlite", "postgresql"]
 
 ACCOUNT = "0" * 32
 OTHER_ACCOUNT = "1" * 32
@@ -37,15 +39,23 @@ class Backend:
 
 
 @pytest.fixture(params=ENGINES)
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     if request.param == "sqlite":
         path = tmp_path / "store.sqlite3"
 
         async def open_sqlite() -> Store:
             return SQLiteStore(path)
 
-        return Backend("sqlite", open_sqlite)
-    raise AssertionError(f"unknown engine {request.param}")
+        yield Backend("sqlite", open_sqlite)
+    elif request.param == "postgresql":
+        with fresh_schema() as url:
+
+            async def open_postgres() -> Store:
+                return PostgresStore(url)
+
+            yield Backend("postgresql", open_postgres)
+    else:
+        raise AssertionError(f"unknown engine {request.param}")
 
 
 @pytest.fixture

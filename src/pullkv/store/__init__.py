@@ -6,9 +6,10 @@ from pathlib import Path
 
 from pullkv.store.base import Store
 
-__all__ = ["Store", "open_store", "sqlite_path_for"]
+__all__ = ["Store", "describe_url", "is_store_url", "open_store", "sqlite_path_for"]
 
 SQLITE_FILE = "pullkv.sqlite3"
+_POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
 def sqlite_path_for(data_dir: Path) -> Path:
@@ -16,10 +17,33 @@ def sqlite_path_for(data_dir: Path) -> Path:
     return data_dir / SQLITE_FILE
 
 
+def is_store_url(url: str) -> bool:
+    """Whether ``open_store`` knows the URL's engine."""
+    return url.startswith(("sqlite://", *_POSTGRES_SCHEMES))
+
+
+def describe_url(url: str) -> str:
+    """The URL as it may be shown or logged: without a password."""
+    if url.startswith(_POSTGRES_SCHEMES):
+        from pullkv.store.postgres import redact_url
+
+        return redact_url(url)
+    return url
+
+
 def open_store(url: str, *, group_commit: bool = True) -> Store:
-    """Open a store from ``sqlite:///path/to/file``."""
+    """Open a store from ``sqlite:///path/to/file`` or ``postgresql://user@host/db``.
+
+    A PostgreSQL store connects, and migrates its schema, on first use.
+    """
     if url.startswith("sqlite://"):
         from pullkv.store.sqlite import SQLiteStore
 
         return SQLiteStore(Path(url.removeprefix("sqlite://")), group_commit=group_commit)
-    raise ValueError(f"unsupported store URL {url!r}: expected sqlite:///path")
+    if url.startswith(_POSTGRES_SCHEMES):
+        from pullkv.store.postgres import PostgresStore
+
+        return PostgresStore(url, group_commit=group_commit)
+    raise ValueError(
+        f"unsupported store URL {describe_url(url)!r}: expected sqlite:///path or postgresql://..."
+    )

@@ -31,6 +31,9 @@ class Store(Protocol):
     async def set_setting(self, name: str, value: str) -> None:
         """Store a setting, replacing any value."""
 
+    async def list_settings(self) -> dict[str, str]:
+        """Every setting, without the engine's own bookkeeping."""
+
     # Namespaces.
     async def create_namespace(self, namespace: Namespace, max_per_account: int) -> Namespace:
         """Create; KVError for a duplicate title or too many namespaces."""
@@ -107,3 +110,26 @@ class Store(Protocol):
 
     async def add_data_key(self, key_id: int, wrapped: bytes) -> bool:
         """Add a wrapped data key; False if the id is taken."""
+
+    # Moving a whole store to another (pullkv store copy): pages in a fixed order, and
+    # writes that keep what they are given, versions included.
+    async def scan_namespaces(self, after: str | None, limit: int) -> list[Namespace]:
+        """Every namespace of every account in id order, a page at a time."""
+
+    async def scan_tokens(self, after: str | None, limit: int) -> list[TokenRecord]:
+        """Every token of every account in id order, a page at a time."""
+
+    async def count_entries(self) -> int:
+        """How many entries are stored, expired ones included."""
+
+    async def last_version(self) -> int:
+        """The highest version handed out and committed so far (0 for a new store)."""
+
+    async def import_namespaces(self, namespaces: Sequence[Namespace]) -> None:
+        """Store namespaces as given, replacing by id; no per-account limit applies."""
+
+    async def import_entries(
+        self, entries: Sequence[tuple[str, SealedEntry]], min_version: int = 0
+    ) -> None:
+        """Store (namespace, entry) pairs as given, versions included, all or none, replacing
+        by namespace and key; later writes get versions above these and ``min_version``."""

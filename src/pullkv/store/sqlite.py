@@ -25,10 +25,13 @@ from typing import Any, TypeVar
 
 from pullkv import errors
 from pullkv.store.base import NamespaceOrder
+from pullkv.store.keyrange import prefix_upper_bound
 from pullkv.types import ListedKey, Namespace, SealedEntry, SealedWrite, TokenRecord
 from pullkv.versioning import next_version
 
 T = TypeVar("T")
+
+__all__ = ["MAX_GROUP", "SQLiteStore", "prefix_upper_bound"]
 
 SCHEMA_VERSION = 1
 MAX_GROUP = 4096
@@ -80,14 +83,6 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def prefix_upper_bound(prefix: bytes) -> bytes | None:
-    """The smallest byte string greater than every string starting with ``prefix``."""
-    trimmed = prefix.rstrip(b"\xff")
-    if not trimmed:
-        return None
-    return trimmed[:-1] + bytes([trimmed[-1] + 1])
-
-
 @dataclass(slots=True)
 class _Job:
     fn: Callable[[sqlite3.Connection, _Writer], Any]
@@ -131,6 +126,10 @@ class _Writer(threading.Thread):
         """The next version; called by jobs inside the writer thread only."""
         self.last_version = next_version(self.last_version, self._clock())
         return self.last_version
+
+    def reach_version(self, version: int) -> None:
+        """Make every later version larger than ``version`` (imports keep their versions)."""
+        self.last_version = max(self.last_version, version)
 
     def submit(self, fn: Callable[[sqlite3.Connection, _Writer], T]) -> asyncio.Future[T]:
         if self._stopping:
@@ -221,6 +220,8 @@ def _row_to_token(row: sqlite3.Row | tuple[Any, ...]) -> TokenRecord:
 
 
 _NAMESPACE_COLUMNS = "id, account_id, title, jurisdiction"
+# Settings the engine keeps for itself: not the store's content, so never listed or copied.
+_BOOKKEEPING = ("last_version", "schema_version")
 _TOKEN_COLUMNS = (
     "id, account_id, name, salt, secret_hash, namespaces, read_only, admin, edge, created_at, "
     "revoked_at"
@@ -305,6 +306,18 @@ class SQLiteStore:
             )
 
         await self._writer.submit(job)
+
+    async def list_settings(self) -> dict[str, str]:
+        """Every setting, without the engine's own bookkeeping."""
+        rows = (
+            self._reader()
+            .execute(
+                "SELECT name, value FROM settings WHERE name NOT IN (?, ?) ORDER BY name",
+                _BOOKKEEPING,
+            )
+            .fetchall()
+        )
+        return {str(r[0]): str(r[1]) for r in rows}
 
     # Namespaces.
     async def create_namespace(self, namespace: Namespace, max_per_account: int) -> Namespace:
@@ -611,6 +624,92 @@ class SQLiteStore:
             return cur.rowcount == 1
 
         return await self._writer.submit(job)
+
+    # Copying.
+    async def scan_namespaces(self, after: str | None, limit: int) -> list[Namespace]:
+        """Every namespace of every account in id order, a page at a time."""
+        rows = (
+            self._reader()
+            .execute(
+                f"SELECT {_NAMESPACE_COLUMNS} FROM namespaces WHERE id > ? ORDER BY id LIMIT ?",
+                (after or "", limit),
+            )
+            .fetchall()
+        )
+        return [Namespace(*r) for r in rows]
+
+    async def scan_tokens(self, after: str | None, limit: int) -> list[TokenRecord]:
+        """Every token of every account in id order, a page at a time."""
+        rows = (
+            self._reader()
+            .execute(
+                f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE id > ? ORDER BY id LIMIT ?",
+                (after or "", limit),
+            )
+            .fetchall()
+        )
+        return [_row_to_token(r) for r in rows]
+
+    async def count_entries(self) -> int:
+        """How many entries are stored, expired ones included."""
+        (count,) = self._reader().execute("SELECT count(*) FROM entries").fetchone()
+        return int(count)
+
+    async def last_version(self) -> int:
+        """The highest version handed out and committed so far (0 for a new store)."""
+        (version,) = (
+            self._reader()
+            .execute(
+                "SELECT max(coalesce((SELECT CAST(value AS INTEGER) FROM settings "
+                "WHERE name = 'last_version'), 0), coalesce((SELECT max(version) FROM entries), 0))"
+            )
+            .fetchone()
+        )
+        return int(version)
+
+    async def import_namespaces(self, namespaces: Sequence[Namespace]) -> None:
+        """Store namespaces as given, replacing by id; no per-account limit applies."""
+
+        def job(conn: sqlite3.Connection, _: _Writer) -> None:
+            for namespace in namespaces:
+                try:
+                    conn.execute(
+                        "INSERT INTO namespaces(id, account_id, title, jurisdiction) "
+                        "VALUES (?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+                        "account_id=excluded.account_id, title=excluded.title, "
+                        "jurisdiction=excluded.jurisdiction",
+                        (
+                            namespace.id,
+                            namespace.account_id,
+                            namespace.title,
+                            namespace.jurisdiction,
+                        ),
+                    )
+                except sqlite3.IntegrityError:
+                    raise errors.duplicate_title(namespace.title) from None
+
+        await self._writer.submit(job)
+
+    async def import_entries(
+        self, entries: Sequence[tuple[str, SealedEntry]], min_version: int = 0
+    ) -> None:
+        """Store (namespace, entry) pairs as given, versions included, all or none, replacing
+        by namespace and key; later writes get versions above these and ``min_version``."""
+
+        def job(conn: sqlite3.Connection, writer: _Writer) -> None:
+            conn.executemany(
+                "INSERT INTO entries(namespace_id, key, value, metadata, expiration, version) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(namespace_id, key) DO UPDATE SET "
+                "value=excluded.value, metadata=excluded.metadata, "
+                "expiration=excluded.expiration, version=excluded.version",
+                [
+                    (n, e.key.encode("utf-8"), e.value, e.metadata, e.expiration, e.version)
+                    for n, e in entries
+                ],
+            )
+            writer.reach_version(max([min_version, *(e.version for _, e in entries)]))
+
+        await self._writer.submit(job)
 
 
 def _require_namespace(conn: sqlite3.Connection, namespace_id: str, operation: str) -> None:
