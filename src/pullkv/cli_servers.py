@@ -204,13 +204,12 @@ def _tls(cert: Path | None, key: Path | None) -> tuple[Path, Path] | None:
     return None if cert is None or key is None else (cert, key)
 
 
-def _launch(
-    config: Any, host: str, port: int, tls: tuple[Path, Path] | None, log_level: str
-) -> None:
+def _launch(config: Any, options: dict[str, Any]) -> None:
     from pullkv.node import Node, NodeError
     from pullkv.server import configure_logging, run
 
-    configure_logging(log_level)
+    configure_logging(options["log_level"])
+    tls = _tls(options["tls_cert"], options["tls_key"])
 
     def announce(node: Node, url: str) -> None:
         click.echo(f"pullkv {node.role} serving at {url}", err=True)
@@ -230,89 +229,51 @@ def _launch(
             click.echo(f"  store:        {describe_url(store_url_for(config))}", err=True)
 
     try:
-        run(config, host, port, announce, tls=tls)
+        run(config, options["host"], options["port"], announce, tls=tls)
     except NodeError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _origin_config(role: str, options: dict[str, Any]) -> Any:
+    """The NodeConfig of ``serve`` or ``origin`` from their options."""
+    from pullkv.node import NodeConfig
+
+    _check_account(options["account_id"])
+    limits = _limits(
+        min_expiration_ttl=options["min_expiration_ttl"],
+        writes_per_key_per_second=options["writes_per_key_per_second"],
+        default_cache_ttl=options.get("default_cache_ttl"),
+        min_cache_ttl=options.get("min_cache_ttl"),
+    )
+    config = NodeConfig(
+        data_dir=options["data_dir"],
+        role="serve" if role == "serve" else "origin",
+        store_url=options["store_url"],
+        account_id=options["account_id"],
+        limits=limits,
+        group_commit=not options["no_group_commit"],
+    )
+    if role == "serve":
+        config.cache_size = parse_size(options["cache_size"])
+        config.policy = _policy(limits, options["refresh_interval"], options["max_stale"])
+    return config
 
 
 @click.command()
 @listen_options
 @origin_options
 @cache_options
-def serve(
-    host: str,
-    port: int,
-    tls_cert: Path | None,
-    tls_key: Path | None,
-    log_level: str,
-    data_dir: Path,
-    store_url: str | None,
-    account_id: str | None,
-    min_expiration_ttl: int | None,
-    writes_per_key_per_second: float | None,
-    no_group_commit: bool,
-    cache_size: str,
-    default_cache_ttl: int | None,
-    min_cache_ttl: int | None,
-    refresh_interval: float | None,
-    max_stale: float | None,
-) -> None:
+def serve(**options: Any) -> None:
     """Run an origin and an edge in one process (on the embedded store unless --store)."""
-    from pullkv.node import NodeConfig
-
-    _check_account(account_id)
-    limits = _limits(
-        min_expiration_ttl=min_expiration_ttl,
-        writes_per_key_per_second=writes_per_key_per_second,
-        default_cache_ttl=default_cache_ttl,
-        min_cache_ttl=min_cache_ttl,
-    )
-    config = NodeConfig(
-        data_dir=data_dir,
-        role="serve",
-        store_url=store_url,
-        account_id=account_id,
-        limits=limits,
-        group_commit=not no_group_commit,
-        cache_size=parse_size(cache_size),
-        policy=_policy(limits, refresh_interval, max_stale),
-    )
-    _launch(config, host, port, _tls(tls_cert, tls_key), log_level)
+    _launch(_origin_config("serve", options), options)
 
 
 @click.command()
 @listen_options
 @origin_options
-def origin(
-    host: str,
-    port: int,
-    tls_cert: Path | None,
-    tls_key: Path | None,
-    log_level: str,
-    data_dir: Path,
-    store_url: str | None,
-    account_id: str | None,
-    min_expiration_ttl: int | None,
-    writes_per_key_per_second: float | None,
-    no_group_commit: bool,
-) -> None:
+def origin(**options: Any) -> None:
     """Run an origin: the authoritative service on the store, which edges pull from."""
-    from pullkv.node import NodeConfig
-
-    _check_account(account_id)
-    limits = _limits(
-        min_expiration_ttl=min_expiration_ttl,
-        writes_per_key_per_second=writes_per_key_per_second,
-    )
-    config = NodeConfig(
-        data_dir=data_dir,
-        role="origin",
-        store_url=store_url,
-        account_id=account_id,
-        limits=limits,
-        group_commit=not no_group_commit,
-    )
-    _launch(config, host, port, _tls(tls_cert, tls_key), log_level)
+    _launch(_origin_config("origin", options), options)
 
 
 @click.command()
@@ -364,50 +325,32 @@ def origin(
     hidden=True,
     help="Delay added to every upstream exchange (simulated distance).",
 )
-def edge(
-    upstream: str,
-    host: str,
-    port: int,
-    tls_cert: Path | None,
-    tls_key: Path | None,
-    log_level: str,
-    location: str,
-    data_dir: Path,
-    cache_size: str,
-    default_cache_ttl: int | None,
-    min_cache_ttl: int | None,
-    refresh_interval: float | None,
-    max_stale: float | None,
-    min_expiration_ttl: int | None,
-    upstream_ca: Path | None,
-    upstream_timeout: float,
-    upstream_latency_ms: float,
-) -> None:
+def edge(**options: Any) -> None:
     """Run an edge: a cache in front of an origin or of another edge."""
     from pullkv.node import EdgeSettings, NodeConfig
 
     limits = _limits(
-        min_expiration_ttl=min_expiration_ttl,
-        default_cache_ttl=default_cache_ttl,
-        min_cache_ttl=min_cache_ttl,
+        min_expiration_ttl=options["min_expiration_ttl"],
+        default_cache_ttl=options["default_cache_ttl"],
+        min_cache_ttl=options["min_cache_ttl"],
         writes_per_key_per_second=0,  # the origin enforces the same-key rate
     )
     settings = EdgeSettings(
-        upstream=upstream,
-        upstream_ca=upstream_ca,
-        latency=upstream_latency_ms / 1000,
-        timeout=upstream_timeout,
-        location=location,
+        upstream=options["upstream"],
+        upstream_ca=options["upstream_ca"],
+        latency=options["upstream_latency_ms"] / 1000,
+        timeout=options["upstream_timeout"],
+        location=options["location"],
     )
     config = NodeConfig(
-        data_dir=data_dir,
+        data_dir=options["data_dir"],
         role="edge",
         limits=limits,
-        cache_size=parse_size(cache_size),
-        policy=_policy(limits, refresh_interval, max_stale),
+        cache_size=parse_size(options["cache_size"]),
+        policy=_policy(limits, options["refresh_interval"], options["max_stale"]),
         edge=settings,
     )
-    _launch(config, host, port, _tls(tls_cert, tls_key), log_level)
+    _launch(config, options)
 
 
 @click.group()
