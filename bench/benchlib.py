@@ -8,11 +8,14 @@ by its process id when the ``with`` block ends, however it ends.
 from __future__ import annotations
 
 import argparse
+import base64
 import datetime
 import hashlib
 import json
+import math
 import os
 import platform
+import re
 import resource
 import shutil
 import signal
@@ -26,8 +29,8 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -138,14 +141,30 @@ def http(
 
 
 class PullkvServer:
-    """``pullkv serve`` on a fresh temporary data folder and a free port."""
+    """``pullkv serve`` on a fresh temporary data folder and a free port.
+
+    ``role="origin"`` starts ``pullkv origin`` instead; ``role="edge"`` starts ``pullkv edge``
+    in front of ``upstream`` (a running origin), with the origin's admin token as its
+    upstream token (and for clients: tokens made at the origin work at its edges) and the
+    origin's master key, both passed in the environment as in ``pullkv cluster up``.
+    """
 
     def __init__(
-        self, command: Sequence[str], extra_args: Sequence[str] = (), label: str = "pullkv"
+        self,
+        command: Sequence[str],
+        extra_args: Sequence[str] = (),
+        label: str = "pullkv",
+        *,
+        role: str = "serve",
+        upstream: PullkvServer | None = None,
     ) -> None:
+        if role not in ("serve", "origin", "edge") or (role == "edge") != (upstream is not None):
+            raise ValueError("role is serve, origin, or edge with an upstream")
         self.command = list(command)
         self.extra_args = list(extra_args)
         self.label = label
+        self.role = role
+        self.upstream = upstream
         self.port = free_port()
         self.tmp = Path(tempfile.mkdtemp(prefix=f"pullkv-bench-{label}-"))
         self.data = self.tmp / "data"
@@ -176,24 +195,40 @@ class PullkvServer:
 
     def _start(self) -> bool:
         """Start on ``self.port``; False if the port was taken meanwhile."""
-        args = [
-            *self.command,
-            "serve",
-            "--host",
-            HOST,
-            "--port",
-            str(self.port),
-            "--data",
-            str(self.data),
-            "--account-id",
-            ACCOUNT_ID,
-            "--log-level",
-            "warning",
-            *self.extra_args,
-        ]
+        listen = ["--host", HOST, "--port", str(self.port), "--log-level", "warning"]
+        env: dict[str, str] | None = None
+        if self.upstream is not None:
+            args = [
+                *self.command,
+                "edge",
+                "--upstream",
+                self.upstream.origin,
+                "--location",
+                self.label,
+                "--data",
+                str(self.tmp),  # holds nothing: the master key comes from the environment
+                *listen,
+                *self.extra_args,
+            ]
+            env = {
+                **os.environ,
+                "PULLKV_UPSTREAM_TOKEN": self.upstream.token,
+                "PULLKV_MASTER_KEY": self.upstream.master_key(),
+            }
+        else:
+            args = [
+                *self.command,
+                self.role,
+                "--data",
+                str(self.data),
+                "--account-id",
+                ACCOUNT_ID,
+                *listen,
+                *self.extra_args,
+            ]
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
-                args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
             )
         try:
             wait_for_port(self.port, self.proc, 30, self.log)
@@ -208,8 +243,36 @@ class PullkvServer:
             raise RuntimeError(
                 f"server exited with {self.proc.returncode}:\n{self.log.read_text()}"
             )
-        self.token = (self.data / "admin-token").read_text().strip()
+        if self.upstream is not None:
+            self.token = self.upstream.token
+        else:
+            self.token = (self.data / "admin-token").read_text().strip()
         return True
+
+    def master_key(self) -> str:
+        """The master key (base64), for an edge's PULLKV_MASTER_KEY (not for an edge)."""
+        return base64.b64encode(base64.b64decode((self.data / "master.key").read_text())).decode()
+
+    def metrics_text(self) -> str:
+        """This node's /metrics (Prometheus text), read with the admin token."""
+        reply = http("GET", self.origin + "/metrics", self.token)
+        if reply.status != 200:
+            raise RuntimeError(f"/metrics: {reply.status} {reply.body!r}")
+        return reply.body.decode()
+
+    def metric(self, name: str, **labels: str) -> float:
+        """One sample of this node's /metrics, with exactly these labels (0 when absent)."""
+        wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        pattern = re.escape(name) + (r"\{" + re.escape(wanted) + r"\}" if labels else "")
+        found = re.search(rf"^{pattern} ([0-9.e+-]+)$", self.metrics_text(), flags=re.M)
+        return float(found.group(1)) if found else 0.0
+
+    def metric_total(self, name: str) -> float:
+        """The sum of every sample of ``name`` in this node's /metrics, whatever the labels."""
+        found = re.findall(
+            rf"^{re.escape(name)}(?:\{{[^}}]*\}})? ([0-9.e+-]+)$", self.metrics_text(), flags=re.M
+        )
+        return sum(float(v) for v in found)
 
     def __exit__(
         self,
@@ -273,8 +336,11 @@ class PullkvServer:
 class NginxServer:
     """nginx serving one static file from a temporary prefix on a free port."""
 
-    def __init__(self, nginx: str, body: bytes, workers: int = 1) -> None:
+    def __init__(
+        self, nginx: str, body: bytes, workers: int = 1, wrapper: Sequence[str] = ()
+    ) -> None:
         self.nginx = nginx
+        self.wrapper = list(wrapper)  # e.g. taskset -c 0 (the workers inherit the affinity)
         self.port = free_port()
         self.workers = workers
         self.tmp = Path(tempfile.mkdtemp(prefix="pullkv-bench-nginx-"))
@@ -319,7 +385,7 @@ http {{
 }}
 """
         )
-        args = [self.nginx, "-p", str(t), "-e", str(self.log), "-c", str(self.conf)]
+        args = [*self.wrapper, self.nginx, "-p", str(t), "-e", str(self.log), "-c", str(self.conf)]
         try:
             self.proc = subprocess.Popen(
                 args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL
@@ -366,6 +432,8 @@ class WrkResult:
     server_cpu_s: float = 0.0
     wrk_cpu_s: float = 0.0
     machine_cpu_s: float = 0.0
+    extra: dict[str, float] = field(default_factory=dict)  # a script's own figures per run
+    error_kinds: dict[str, int] = field(default_factory=dict)  # socket errors by wrk's kind
 
     @property
     def ok(self) -> int:
@@ -400,10 +468,16 @@ def run_wrk(
     connections: int,
     duration: float,
     server_pid: int | None = None,
+    server_pids: Sequence[int] = (),
+    wrapper: Sequence[str] = (),
 ) -> WrkResult:
     """Run wrk once (bounded by ``duration`` plus a margin) and parse the JSON line that the
-    script's ``done()`` prints; measure the server's CPU time meanwhile."""
+    script's ``done()`` prints; measure the server's CPU time meanwhile (``server_pid`` and
+    every one of ``server_pids``, with their children). ``wrapper`` goes before wrk's own
+    command, e.g. ``taskset -c 1``."""
+    pids = ([server_pid] if server_pid else []) + list(server_pids)
     args = [
+        *wrapper,
         wrk,
         f"-t{threads}",
         f"-c{connections}",
@@ -417,10 +491,10 @@ def run_wrk(
         "--",
         *script_args,
     ]
-    cpu_before = cpu_seconds(server_pid) if server_pid else 0.0
+    cpu_before = sum(cpu_seconds(pid) for pid in pids)
     wrk_before, machine_before = children_cpu_seconds(), machine_busy_seconds()
     done = subprocess.run(args, capture_output=True, timeout=duration + 30, check=False)
-    cpu_after = cpu_seconds(server_pid) if server_pid else 0.0
+    cpu_after = sum(cpu_seconds(pid) for pid in pids)
     wrk_after, machine_after = children_cpu_seconds(), machine_busy_seconds()
     out = done.stdout.decode(errors="replace")
     lines = [line for line in out.splitlines() if line.startswith(WRK_TAG)]
@@ -441,6 +515,7 @@ def run_wrk(
         server_cpu_s=cpu_after - cpu_before,
         wrk_cpu_s=wrk_after - wrk_before,
         machine_cpu_s=machine_after - machine_before,
+        error_kinds={k: data[k] for k in ("connect", "read", "write", "timeout") if data[k]},
     )
 
 
@@ -650,3 +725,182 @@ def wait_until_quiet(max_wait: float, threshold: float = 15.0, sample: float = 2
         busy = 100 * (machine_busy_seconds() - before) / sample
         if busy < threshold or time.monotonic() >= deadline:
             return busy
+
+
+def pin(cpus: str) -> list[str]:
+    """The prefix that runs a command on ``cpus`` only (``taskset -c 0``), or [] for ""."""
+    if not cpus:
+        return []
+    return [find_tool("taskset", None), "-c", cpus]
+
+
+def cpu_set(cpus: str) -> set[int]:
+    """The CPUs of a ``taskset -c`` list such as ``0``, ``0,1`` or ``0-3`` (ValueError if not)."""
+    named: set[int] = set()
+    for part in cpus.split(","):
+        low, _, high = part.partition("-")
+        named.update(range(int(low), int(high or low) + 1))
+    return named
+
+
+def check_cpus(p: argparse.ArgumentParser, *cpu_lists: str) -> None:
+    """Exit clearly unless every CPU named in the ``taskset -c`` lists is ours to use."""
+    allowed = os.sched_getaffinity(0)
+    for cpus in cpu_lists:
+        if not cpus:
+            continue
+        try:
+            named = cpu_set(cpus)
+        except ValueError:
+            p.error(f"not a CPU list: {cpus!r} (e.g. 0 or 0-1)")
+        if not named <= allowed:
+            p.error(f"CPUs {cpus} are not all available (allowed: {sorted(allowed)})")
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    """The nearest-rank percentile (pct in 0..100) of a non-empty sequence."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+@dataclass
+class Run:
+    """One measured run: which round and target, and wrk's figures."""
+
+    label: str
+    target: str
+    result: WrkResult
+    kept: bool = True
+
+
+def interleaved_rounds(
+    targets: Sequence[str],
+    once: Callable[[str, float], WrkResult],
+    *,
+    rounds: int,
+    duration: float,
+    warmup: float,
+    quiet_wait: float,
+    max_noise: float,
+    retries: int,
+    tag: str = "",
+) -> list[Run]:
+    """Warm each target up (``warmup`` s), then run ``rounds`` interleaved rounds (A B, B A,
+    ...) of ``once(target, duration)``. Before each round, wait up to ``quiet_wait`` s for an
+    idle machine; a round in which others' CPU passed ``max_noise`` in any run is redone (up
+    to ``retries`` times) and its runs marked not kept. Progress goes to stderr."""
+    if warmup > 0:
+        for name in targets:
+            once(name, warmup)
+    runs: list[Run] = []
+    rnd, redo = 1, 0
+    while rnd <= rounds:
+        label = f"{rnd}" + ("" if redo == 0 else f" (retry {redo})")
+        if quiet_wait > 0:
+            wait_until_quiet(quiet_wait)
+        order = list(targets) if rnd % 2 else list(reversed(targets))
+        this_round = []
+        for name in order:
+            result = once(name, duration)
+            this_round.append(Run(label, name, result))
+            extras = "".join(f", {k} {v:g}" for k, v in result.extra.items())
+            print(
+                f"{tag}round {label} {name}: {result.rate:.0f} req/s, p50 {result.p50_ms:.2f} ms,"
+                f" p99 {result.p99_ms:.2f} ms, non-2xx {result.non2xx},"
+                f" errors {result.socket_errors}, server CPU {result.cpu_percent:.0f}%,"
+                f" others' CPU {result.others_percent:.0f}%{extras}",
+                file=sys.stderr,
+                flush=True,
+            )
+        runs += this_round
+        noisy = any(r.result.others_percent > max_noise for r in this_round)
+        if noisy and redo < retries:
+            redo += 1
+            for r in this_round:
+                r.kept = False
+            continue
+        rnd, redo = rnd + 1, 0
+    return runs
+
+
+def kept_results(runs: Sequence[Run], target: str) -> list[WrkResult]:
+    """The kept runs' figures for one target, in round order."""
+    return [r.result for r in runs if r.kept and r.target == target]
+
+
+def paired_ratios(runs: Sequence[Run], target: str, reference: str) -> list[float]:
+    """Round by round, ``target``'s req/s over ``reference``'s (kept rounds only)."""
+    return [
+        a.rate / b.rate
+        for a, b in zip(kept_results(runs, target), kept_results(runs, reference), strict=True)
+    ]
+
+
+# A column of a script's own per-run figures (WrkResult.extra): header, key, format.
+ExtraColumn = tuple[str, str, str]
+
+
+def summary_table(runs: Sequence[Run], extra_columns: Sequence[ExtraColumn] = ()) -> str:
+    """Medians per target over the kept rounds, as a markdown table."""
+    rows = []
+    for name in dict.fromkeys(r.target for r in runs):
+        results = kept_results(runs, name)
+        extras = []
+        for _header, key, fmt in extra_columns:
+            values = [r.extra[key] for r in results if key in r.extra]
+            extras.append(format(median(values), fmt) if values else "-")
+        rows.append(
+            [
+                name,
+                f"**{median([r.rate for r in results]):.0f}**",
+                f"{median([r.p50_ms for r in results]):.2f}",
+                f"{median([r.p99_ms for r in results]):.2f}",
+                f"{median([r.cpu_percent for r in results]):.0f}%",
+                *extras,
+                sum(r.non2xx for r in results),
+                sum(r.socket_errors for r in results),
+            ]
+        )
+    headers = ["target", "median req/s", "p50 ms", "p99 ms", "server CPU"]
+    headers += [c[0] for c in extra_columns] + ["non-2xx", "socket errors"]
+    return table(headers, rows)
+
+
+def rounds_table(
+    runs: Sequence[Run], max_noise: float, extra_columns: Sequence[ExtraColumn] = ()
+) -> str:
+    """Every run, redone rounds struck through, as a markdown table."""
+    headers = ["round", "target", "req/s", "p50 ms", "p99 ms", "server CPU", "others' CPU"]
+    headers += [c[0] for c in extra_columns]
+    rows = [
+        [
+            label_of(r.label, r.kept, r.result, max_noise),
+            r.target,
+            f"{r.result.rate:.0f}",
+            f"{r.result.p50_ms:.2f}",
+            f"{r.result.p99_ms:.2f}",
+            f"{r.result.cpu_percent:.0f}%",
+            f"{r.result.others_percent:.0f}%",
+            *[
+                format(r.result.extra[key], fmt) if key in r.result.extra else "-"
+                for _h, key, fmt in extra_columns
+            ],
+        ]
+        for r in runs
+    ]
+    return table(headers, rows)
+
+
+def add_pin_arguments(p: argparse.ArgumentParser) -> None:
+    """--server-cpus and --wrk-cpus (taskset lists; "" turns pinning off)."""
+    p.add_argument(
+        "--server-cpus",
+        default="0",
+        help='CPUs for every server process, as taskset -c takes them (default 0; "": unpinned)',
+    )
+    p.add_argument(
+        "--wrk-cpus",
+        default="1",
+        help='CPUs for wrk and the Python client (default 1; "": unpinned)',
+    )
