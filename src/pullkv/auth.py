@@ -125,6 +125,7 @@ class Authenticator:
         self._clock = clock
         self._cache_seconds = cache_seconds
         self._cache: dict[bytes, tuple[TokenRecord, float]] = {}
+        self._by_header: dict[bytes, tuple[TokenRecord, float]] = {}
 
     async def authenticate(self, authorization: str | None) -> TokenRecord:
         """The record of a valid token; 401 for a missing or wrong one."""
@@ -145,16 +146,28 @@ class Authenticator:
         self._cache[cache_key] = (record, now + self._cache_seconds)
         return record
 
-    def peek(self, authorization: str) -> TokenRecord | None:
-        """A verified token from the cache only (no I/O): the hot path's authentication."""
-        token = bearer_token(authorization)
+    def peek(self, authorization: bytes) -> TokenRecord | None:
+        """A verified token from the cache only (no I/O): the hot path's authentication.
+
+        Keyed by the raw header, so a repeated request costs one dict lookup, not a hash;
+        entries expire with the verification they copy, and ``forget`` drops them.
+        """
+        now = self._clock()
+        fast = self._by_header.get(authorization)
+        if fast is not None and fast[1] > now:
+            return fast[0]
+        token = bearer_token(authorization.decode("latin-1"))
         if token is None:
             return None
         cached = self._cache.get(hashlib.sha256(token.encode("utf-8")).digest())
-        if cached is None or cached[1] <= self._clock():
+        if cached is None or cached[1] <= now:
             return None
+        if len(self._by_header) > 10_000:
+            self._by_header.clear()
+        self._by_header[authorization] = cached
         return cached[0]
 
     def forget(self, token_id: str) -> None:
         """Drop cached verifications of a token (after revoking it here)."""
         self._cache = {k: v for k, v in self._cache.items() if v[0].id != token_id}
+        self._by_header = {k: v for k, v in self._by_header.items() if v[0].id != token_id}

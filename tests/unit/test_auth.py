@@ -305,3 +305,28 @@ async def test_failed_lookup_is_not_cached(store: TokenStore, authenticator: Aut
         await authenticator.authenticate(f"Bearer {token}")
     store.tokens[rec.id] = rec
     assert await authenticator.authenticate(f"Bearer {token}") == rec
+
+
+async def test_peek_needs_a_prior_verification_and_expires_with_it(
+    store: TokenStore, authenticator: Authenticator, clock: FakeClock
+) -> None:
+    token, rec = record()
+    store.tokens[rec.id] = rec
+    header = f"Bearer {token}".encode()
+    assert authenticator.peek(header) is None  # never verified: no I/O on the hot path
+    await authenticator.authenticate(header.decode())
+    assert authenticator.peek(header) == rec
+    assert authenticator.peek(header) == rec  # the second look is by the raw header
+    assert authenticator.peek(header[:-1]) is None
+    clock.advance(10.0)
+    assert authenticator.peek(header) is None
+
+
+async def test_peek_forgets_revoked_tokens(store: TokenStore, authenticator: Authenticator) -> None:
+    token, rec = record()
+    store.tokens[rec.id] = rec
+    header = f"Bearer {token}"
+    await authenticator.authenticate(header)
+    assert authenticator.peek(header.encode()) == rec
+    authenticator.forget(rec.id)
+    assert authenticator.peek(header.encode()) is None

@@ -151,6 +151,15 @@ class ByteLRU(Generic[K, V]):
         self._items.move_to_end(key)
         return self._thaw(item[0])
 
+    def get_stored(self, key: K) -> object | None:
+        """The value as stored (frozen), marked most recently used: for hot readers that
+        know the frozen form and want to skip thawing."""
+        item = self._items.get(key)
+        if item is None:
+            return None
+        self._items.move_to_end(key)
+        return item[0]
+
     def peek(self, key: K) -> V | None:
         """The value, without touching its recency."""
         item = self._items.get(key)
@@ -188,6 +197,11 @@ class ByteLRU(Generic[K, V]):
     def snapshot(self) -> list[K]:
         """A copy of the keys, least recently used first (safe to pop while iterating)."""
         return list(self._items)
+
+
+# Positions in a frozen value slot, for readers that skip thawing (the hot path).
+FROZEN_ENTRY, FROZEN_VALIDATED_AT, FROZEN_MEMO = 0, 2, 4
+ENTRY_EXPIRATION = 3
 
 
 def freeze_slot(slot: ValueSlot | ListSlot) -> object:
