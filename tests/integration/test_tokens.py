@@ -108,3 +108,20 @@ def test_account_id_is_kept_and_checked(tmp_path: Path) -> None:
     proc.account_id = "b" * 32
     with pytest.raises(RuntimeError, match="belongs to account"):
         proc.start(timeout=10)
+
+
+def test_revocation_reaches_the_hot_path(server: ServerProcess, http: httpx.Client) -> None:
+    namespace_id = http.post("", json={"title": "hot-revoke"}).json()["result"]["id"]
+    http.put(f"{namespace_id}/values/k", content=b"v")
+    created = _token(server, name="hot")
+    headers = server.headers(str(created["value"]))
+    url = f"{server.namespaces_url}/{namespace_id}/values/k"
+    for _ in range(3):  # the last ones are answered on the hot path
+        assert httpx.get(url, headers=headers).content == b"v"
+    hot = server.metric("pullkv_hot_responses_total", server.admin_token)
+    assert hot >= 1
+    with Client(server.url, server.admin_token, account_id=server.account_id) as admin:
+        admin.revoke_token(str(created["id"]))
+    assert httpx.get(url, headers=headers).status_code == 401
+    other = httpx.get(url.replace("/values/k", "/values/other"), headers=headers)
+    assert other.status_code == 401

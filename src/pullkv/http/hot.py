@@ -42,6 +42,10 @@ _NS_START = _ACCOUNT_END + len(_NAMESPACES)
 _NS_END = _NS_START + 32
 _KEY_START = _NS_END + len(_VALUES)
 _CACHE_TTL = b"cache_ttl="
+_MAX_TARGETS = 10_000
+# (raw path, query, Authorization, X-PullKV-Namespace) -> what it reads.
+_RequestKey = tuple[bytes, bytes, bytes, bytes | None]
+_Target = tuple[str, str, str, str, int]  # kind, account, namespace, key, cache TTL
 _URLENCODED = b"urlencoded=true"
 
 
@@ -72,6 +76,7 @@ class HotReads:
         self.authenticator = authenticator
         self.limits = limits
         self.cache_name = cache_name
+        self._targets: dict[_RequestKey, tuple[str, str, str, str, str, int]] = {}
 
     def respond(
         self, method: bytes, raw_path: bytes, query: bytes, headers: list[tuple[bytes, bytes]]
@@ -88,8 +93,18 @@ class HotReads:
                 namespace_header = value
         if authorization is None:
             return None
+        # A repeated request resolves to the same target: remember it, and skip parsing the
+        # path and checking scopes (a token's scopes never change; peek still answers for
+        # revocation and expiry).
+        request_key = (raw_path, query, authorization, namespace_header)
+        target = self._targets.get(request_key)
+        if target is not None:
+            token = self.authenticator.peek(authorization)
+            if token is None or token.id != target[0]:
+                return None
+            return self._answer(*target[1:])
         if namespace_header is not None:
-            return self._binding(raw_path, query, authorization, namespace_header)
+            return self._binding(raw_path, query, authorization, namespace_header, request_key)
         if (
             not raw_path.startswith(_PREFIX)
             or raw_path[_ACCOUNT_END:_NS_START] != _NAMESPACES
@@ -110,10 +125,23 @@ class HotReads:
             authorize(token, account_id, namespace_id=namespace_id)
         except (UnicodeDecodeError, errors.KVError):
             return None
-        return self._answer("rest", account_id, namespace_id, key, ttl)
+        return self._resolved(request_key, token.id, ("rest", account_id, namespace_id, key, ttl))
+
+    def _resolved(self, request_key: _RequestKey, token_id: str, target: _Target) -> bytes | None:
+        response = self._answer(*target)
+        if response is not None:
+            if len(self._targets) >= _MAX_TARGETS:
+                self._targets.clear()
+            self._targets[request_key] = (token_id, *target)
+        return response
 
     def _binding(
-        self, raw_path: bytes, query: bytes, authorization: bytes, namespace: bytes
+        self,
+        raw_path: bytes,
+        query: bytes,
+        authorization: bytes,
+        namespace: bytes,
+        request_key: _RequestKey,
     ) -> bytes | None:
         """A binding-protocol get: ``GET /<key>?urlencoded=true[&cache_ttl=N]``."""
         if not query.startswith(_URLENCODED) or len(raw_path) < 2 or raw_path == b"/bulk/get":
@@ -130,7 +158,8 @@ class HotReads:
             authorize(token, token.account_id, namespace_id=namespace_id)
         except (UnicodeDecodeError, errors.KVError):
             return None
-        return self._answer("binding", token.account_id, namespace_id, key, ttl)
+        target = ("binding", token.account_id, namespace_id, key, ttl)
+        return self._resolved(request_key, token.id, target)
 
     def _answer(
         self, kind: str, account_id: str, namespace_id: str, key: str, ttl: int
