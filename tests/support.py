@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -171,3 +172,53 @@ class EdgeProcess(NodeProcess):
             str(self.log_dir / "no-data"),
             *self.args,
         ]
+
+
+KILL_WRITERS = 32
+
+
+async def write_until_killed(
+    proc: ServerProcess, namespace_id: str, seconds: float
+) -> dict[str, bytes]:
+    """Unique keys from many concurrent writers; kill -9 the server halfway through;
+    return every write that was acknowledged before it died."""
+    acked: dict[str, bytes] = {}
+    deadline = time.monotonic() + seconds
+
+    async def writer(client: httpx.AsyncClient, number: int) -> None:
+        sequence = 0
+        while time.monotonic() < deadline:
+            key = f"w{number:02d}-{sequence:06d}"
+            value = f"{key}:{'x' * (sequence % 50)}".encode()
+            try:
+                response = await client.put(f"{namespace_id}/values/{key}", content=value)
+            except httpx.HTTPError:
+                return  # the server is gone
+            if response.status_code == 200:
+                acked[key] = value
+            sequence += 1
+
+    async with httpx.AsyncClient(
+        base_url=proc.namespaces_url + "/",
+        headers=proc.headers(),
+        limits=httpx.Limits(max_connections=KILL_WRITERS),
+        timeout=10,
+    ) as client:
+        tasks = [asyncio.create_task(writer(client, n)) for n in range(KILL_WRITERS)]
+        await asyncio.sleep(seconds / 2)
+        proc.kill9()
+        await asyncio.gather(*tasks)
+    return acked
+
+
+def all_keys(client: httpx.Client, namespace_id: str) -> set[str]:
+    """Every key of a namespace, following the list cursor to the end."""
+    found: set[str] = set()
+    cursor = ""
+    while True:
+        params = {"cursor": cursor} if cursor else {}
+        body = client.get(f"{namespace_id}/keys", params=params).json()
+        found |= {k["name"] for k in body["result"]}
+        cursor = body["result_info"]["cursor"]
+        if not cursor:
+            return found

@@ -20,7 +20,7 @@ import pytest
 from pullkv.store import open_store
 from pullkv.store.copy import copy_store
 from tests.pg import fresh_schema
-from tests.support import EdgeProcess, ServerProcess
+from tests.support import EdgeProcess, ServerProcess, all_keys, write_until_killed
 
 ORIGIN_ARGS = ["--min-expiration-ttl", "1", "--writes-per-key-per-second", "0"]
 TTL = 2  # the edges' cache TTL, seconds
@@ -160,56 +160,11 @@ def test_concurrent_writers_through_two_origins_converge(
             edge.stop()
 
 
-WRITERS = 32
-
-
-async def _load_until_killed(proc: ServerProcess, ns: str, seconds: float) -> dict[str, bytes]:
-    """Unique keys from many writers; kill -9 the server halfway; return what was acked."""
-    acked: dict[str, bytes] = {}
-    deadline = time.monotonic() + seconds
-
-    async def writer(client: httpx.AsyncClient, number: int) -> None:
-        sequence = 0
-        while time.monotonic() < deadline:
-            key = f"w{number:02d}-{sequence:06d}"
-            value = f"{key}:{'x' * (sequence % 50)}".encode()
-            try:
-                response = await client.put(f"{ns}/values/{key}", content=value)
-            except httpx.HTTPError:
-                return  # the server is gone
-            if response.status_code == 200:
-                acked[key] = value
-            sequence += 1
-
-    async with httpx.AsyncClient(
-        base_url=proc.namespaces_url + "/",
-        headers=proc.headers(),
-        limits=httpx.Limits(max_connections=WRITERS),
-        timeout=10,
-    ) as client:
-        tasks = [asyncio.create_task(writer(client, n)) for n in range(WRITERS)]
-        await asyncio.sleep(seconds / 2)
-        proc.kill9()
-        await asyncio.gather(*tasks)
-    return acked
-
-
-def all_keys(client: httpx.Client, ns: str) -> set[str]:
-    found: set[str] = set()
-    cursor = ""
-    while True:
-        body = client.get(f"{ns}/keys", params={"cursor": cursor} if cursor else {}).json()
-        found |= {k["name"] for k in body["result"]}
-        cursor = body["result_info"]["cursor"]
-        if not cursor:
-            return found
-
-
 def test_acknowledged_writes_survive_kill_9_of_an_origin(pg_url: str, tmp_path: Path) -> None:
     proc = ServerProcess(tmp_path / "o", role="origin", args=[*ORIGIN_ARGS, "--store", pg_url])
     proc.start()
     ns = new_namespace(proc)
-    acked = asyncio.run(_load_until_killed(proc, ns, seconds=3.0))
+    acked = asyncio.run(write_until_killed(proc, ns, seconds=3.0))
     assert len(acked) > 100, "the load should have written something before the kill"
     proc.start()
     try:
