@@ -297,13 +297,15 @@ async def _prefetch_keyring(keys: KeyringHolder) -> None:
 
 def _cached_probe(probe: Callable[[], Awaitable[bool]]) -> Callable[[], Awaitable[bool]]:
     """A readiness check that asks the upstream at most once a second."""
-    last: list[float | bool] = [0.0, False]
+    checked_at = 0.0
+    answer = False
 
     async def ready() -> bool:
+        nonlocal checked_at, answer
         now = time.monotonic()
-        if now - float(last[0]) >= READY_CACHE_SECONDS:
-            last[1] = await probe()
-            last[0] = now
-        return bool(last[1])
+        if now - checked_at >= READY_CACHE_SECONDS:
+            answer = await probe()
+            checked_at = now
+        return answer
 
     return ready

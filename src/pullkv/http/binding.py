@@ -31,13 +31,12 @@ from pullkv import errors
 from pullkv.auth import authorize
 from pullkv.backend import CacheInfo
 from pullkv.http.asgi import OCTET_TYPE, Request, Response, dump_json
-from pullkv.http.rest import header_json, parse_bulk_get
+from pullkv.http.rest import expiration_param, parse_bulk_get, value_headers
 from pullkv.origin.service import KVService, render_bulk_get
 from pullkv.types import TokenRecord, ValueWrite
 from pullkv.validate import (
     decode_key,
     parse_cache_ttl,
-    parse_int,
     parse_list_limit,
     resolve_expiration,
     validate_id,
@@ -118,10 +117,7 @@ class BindingAPI:
         entry = read.entry
         if entry is None:
             return Response(404, b"", TEXT_TYPE, headers, reason="Not Found")
-        if entry.expiration is not None:
-            headers.append((b"cf-expiration", str(entry.expiration).encode()))
-        if entry.metadata_json is not None:
-            headers.append((b"cf-kv-metadata", header_json(entry.metadata_json)))
+        headers += value_headers(entry.expiration, entry.metadata_json, b"cf-expiration")
         return Response(200, entry.value, OCTET_TYPE, headers)
 
     async def _put(
@@ -129,8 +125,8 @@ class BindingAPI:
     ) -> Response:
         validate_key(key, self.limits)
         expiration = resolve_expiration(
-            _number("expiration", request.query("expiration")),
-            _number("expiration_ttl", request.query("expiration_ttl")),
+            expiration_param("expiration", request.query("expiration")),
+            expiration_param("expiration_ttl", request.query("expiration_ttl")),
             self.service.clock(),
             self.limits,
         )
@@ -183,10 +179,6 @@ class BindingAPI:
                 if isinstance(item, dict):
                     item.pop("expiration", None)
         return Response(200, json.dumps(values, separators=(",", ":")).encode())
-
-
-def _number(name: str, raw: str | None) -> int | None:
-    return None if raw is None or raw == "" else parse_int(name, raw)
 
 
 def _text(raw: Any) -> str | None:

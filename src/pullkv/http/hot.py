@@ -30,7 +30,7 @@ from pullkv.edge.cache import (
     thaw_slot,
 )
 from pullkv.http.framing import build_response
-from pullkv.http.rest import header_json
+from pullkv.http.rest import value_headers
 from pullkv.keyring import KeyringHolder
 from pullkv.limits import Limits
 
@@ -230,13 +230,12 @@ class HotReads:
             return None
         try:
             body = keyring.open(entry.value, part_aad(namespace_id, key, "value"))
-            static: list[tuple[bytes, bytes]] = []
-            if entry.expiration is not None:
-                name = b"expiration" if kind == "rest" else b"cf-expiration"
-                static.append((name, str(entry.expiration).encode()))
+            metadata_json = None
             if entry.metadata is not None:
                 raw = keyring.open(entry.metadata, part_aad(namespace_id, key, "metadata"))
-                static.append((b"cf-kv-metadata", header_json(raw.decode("utf-8"))))
+                metadata_json = raw.decode("utf-8")
+            name = b"expiration" if kind == "rest" else b"cf-expiration"
+            static = value_headers(entry.expiration, metadata_json, name)
         except (CryptoError, UnicodeDecodeError, ValueError):
             return None  # unknown key id, tampering: the ordinary path explains
         return body, static

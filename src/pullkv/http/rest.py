@@ -56,6 +56,19 @@ def header_json(metadata_json: str) -> bytes:
     return json.dumps(json.loads(metadata_json), separators=(",", ":")).encode("ascii")
 
 
+def value_headers(
+    expiration: int | None, metadata_json: str | None, expiration_header: bytes
+) -> list[tuple[bytes, bytes]]:
+    """A value's expiry and metadata headers (``expiration`` over REST, ``CF-Expiration``
+    for the binding protocol; ``CF-KV-Metadata`` for both)."""
+    headers = []
+    if expiration is not None:
+        headers.append((expiration_header, str(expiration).encode()))
+    if metadata_json is not None:
+        headers.append((b"cf-kv-metadata", header_json(metadata_json)))
+    return headers
+
+
 def cache_headers(cache: CacheInfo | None, cache_name: str) -> list[tuple[bytes, bytes]]:
     """``Cache-Status`` and ``Age`` for a read a cache answered."""
     if cache is None:
@@ -83,7 +96,7 @@ def _positive(name: str, raw: str | None, default: int) -> int:
     return value
 
 
-def _expiration_param(name: str, raw: Any) -> int | None:
+def expiration_param(name: str, raw: Any) -> int | None:
     """An expiration field from a query or a JSON body: an integer or a numeric string."""
     if raw is None or raw == "":
         return None
@@ -243,10 +256,7 @@ class RestAPI:
             missing = error_response(errors.key_not_found("get"))
             missing.headers += headers
             return missing
-        if entry.expiration is not None:
-            headers.append((b"expiration", str(entry.expiration).encode()))
-        if entry.metadata_json is not None:
-            headers.append((b"cf-kv-metadata", header_json(entry.metadata_json)))
+        headers += value_headers(entry.expiration, entry.metadata_json, b"expiration")
         return Response(200, entry.value, OCTET_TYPE, headers)
 
     async def get_metadata(self, call: Call) -> Response:
@@ -263,8 +273,8 @@ class RestAPI:
         request = call.request
         key = validate_key(call.key, self.limits)
         expiration = resolve_expiration(
-            _expiration_param("expiration", request.query("expiration")),
-            _expiration_param("expiration_ttl", request.query("expiration_ttl")),
+            expiration_param("expiration", request.query("expiration")),
+            expiration_param("expiration_ttl", request.query("expiration_ttl")),
             self.service.clock(),
             self.limits,
         )
@@ -362,8 +372,8 @@ class RestAPI:
             if item.get("metadata") is not None:
                 metadata = metadata_from_object(item["metadata"], self.limits)
             expiration = resolve_expiration(
-                _expiration_param("expiration", item.get("expiration")),
-                _expiration_param("expiration_ttl", item.get("expiration_ttl")),
+                expiration_param("expiration", item.get("expiration")),
+                expiration_param("expiration_ttl", item.get("expiration_ttl")),
                 now,
                 self.limits,
             )
