@@ -19,6 +19,8 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from pullkv.durable import write_file
+
 MASTER_KEY_ENV = "PULLKV_MASTER_KEY"
 MASTER_KEY_FILE = "master.key"
 KEY_BYTES = 32
@@ -122,23 +124,30 @@ def load_master_key(
 ) -> tuple[bytes, str]:
     """The master key and where it came from: the environment, else ``<data>/master.key``.
 
-    With ``create`` a missing key file is made (mode 0600); the returned description says so.
+    With ``create`` (only for a store that holds no data key yet, so nothing can have been
+    sealed under a lost key) a missing or empty key file is made durably (mode 0600); the
+    returned description says so. Without it, a missing or empty file is a clear error.
     """
     if environ.get(MASTER_KEY_ENV):
         return decode_master_key(environ[MASTER_KEY_ENV]), f"${MASTER_KEY_ENV}"
     path = data_dir / MASTER_KEY_FILE
-    if path.exists():
-        return decode_master_key(path.read_text()), str(path)
+    text = path.read_text() if path.exists() else None
+    if text is not None and text.strip():
+        return decode_master_key(text), str(path)
     if not create:
-        raise CryptoError(f"no master key: set {MASTER_KEY_ENV} or provide {path}")
+        problem = "is missing" if text is None else "is empty (lost in a crash?)"
+        raise CryptoError(
+            f"the master key {path} {problem}: restore master.key from where you keep its "
+            f"copy, or set {MASTER_KEY_ENV}; a new key could not read what is stored"
+        )
     key = new_key()
-    write_secret_file(path, base64.b64encode(key).decode() + "\n")
+    write_secret_file(path, base64.b64encode(key).decode() + "\n", replace=text is not None)
     return key, f"{path} (created)"
 
 
-def write_secret_file(path: Path, text: str) -> None:
-    """Create a file readable only by its owner (0600), failing if it already exists."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
+def write_secret_file(path: Path, text: str, *, replace: bool = False) -> None:
+    """Durably write a file readable only by its owner (0600).
+
+    An existing file is an error unless ``replace`` is given.
+    """
+    write_file(path, text.encode(), mode=0o600, exclusive=not replace)

@@ -260,3 +260,18 @@ def test_write_secret_file_refuses_to_overwrite(tmp_path: Path) -> None:
     with pytest.raises(FileExistsError):
         write_secret_file(path, "two")
     assert path.read_text() == "one"
+
+
+def test_empty_master_key_file_is_refused_without_create(tmp_path: Path) -> None:
+    (tmp_path / MASTER_KEY_FILE).write_text("")
+    with pytest.raises(CryptoError, match=r"is empty .*restore master.key"):
+        load_master_key(tmp_path, {}, create=False)
+    assert (tmp_path / MASTER_KEY_FILE).read_text() == ""  # left for the operator to see
+
+
+def test_empty_master_key_file_is_replaced_when_nothing_uses_it(tmp_path: Path) -> None:
+    # create=True is only passed for a store without data keys: nothing was sealed yet.
+    (tmp_path / MASTER_KEY_FILE).write_text("")
+    key, source = load_master_key(tmp_path, {}, create=True)
+    assert source.endswith("(created)")
+    assert decode_master_key((tmp_path / MASTER_KEY_FILE).read_text()) == key
