@@ -8,12 +8,14 @@ import asyncio
 import functools
 import json
 import os
+import ssl
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+import httpx
 
 from pullkv import errors
 from pullkv.client import Client, ValueWithMetadata
@@ -67,15 +69,51 @@ def _run(fn: Callable[[], T]) -> T:
     """Turn client errors into a one-line message and exit status 1."""
     try:
         return fn()
+    except errors.AuthenticationFailed as exc:
+        context = click.get_current_context().find_object(Context)
+        url = context.url if context is not None else "the server"
+        source = (
+            "--token / PULLKV_TOKEN"
+            if context is not None and context.token
+            else "the admin-token file in $PULLKV_DATA"
+        )
+        raise click.ClickException(
+            f"{url} rejected the token ({exc.message}): check {source}, and that PULLKV_URL "
+            "is the server that token belongs to"
+        ) from None
     except errors.APIError as exc:
         raise click.ClickException(
             f"{exc.message} [code: {exc.code}, status: {exc.status}]"
         ) from None
-    except OSError as exc:
-        raise click.ClickException(f"cannot reach the server: {exc}") from None
 
 
-@click.group()
+def connection_failure(exc: httpx.TransportError, url: str) -> str:
+    """One line saying why ``url`` could not be talked to at all."""
+    if isinstance(exc, httpx.TimeoutException):
+        return f"{url} did not answer in time: is the server running and reachable?"
+    cause: BaseException | None = exc
+    while cause is not None:  # httpx wraps the ssl error; its text says what failed
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS error talking to {url}: {cause}"
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(exc, httpx.ConnectError):
+        return f"cannot connect to {url}: is the server running? ({exc})"
+    return f"cannot talk to {url}: {exc}"
+
+
+class _Group(click.Group):
+    """The root group: an expected failure is one line, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except httpx.TransportError as exc:
+            context = ctx.find_object(Context)
+            url = context.url if context is not None else "the server"
+            raise click.ClickException(connection_failure(exc, url)) from None
+
+
+@click.group(cls=_Group)
 @click.option(
     "--url",
     envvar="PULLKV_URL",

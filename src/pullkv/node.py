@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import ssl
@@ -21,13 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from pullkv import datadir
 from pullkv.auth import ADMIN_TOKEN_ENV, ENV_ADMIN_ID, Authenticator, generate_token, make_record
 from pullkv.backend import Backend
 from pullkv.crypto import CryptoError, load_master_key, write_secret_file
+from pullkv.datadir import DataDirError, DataDirLock
 from pullkv.edge.backend import EdgeBackend
 from pullkv.edge.cache import CachePolicy
 from pullkv.edge.upstream import UPSTREAM_TOKEN_ENV, UpstreamBackend
-from pullkv.errors import KVError
+from pullkv.errors import KVError, StoreMaintenanceError
 from pullkv.http.app import App
 from pullkv.http.hot import HotReads
 from pullkv.keyring import KeyringHolder, ensure_keyring
@@ -128,23 +129,37 @@ async def ensure_admin_token(
     path = data_dir / ADMIN_TOKEN_FILE
     known_id = await store.get_setting(ADMIN_TOKEN_SETTING)
     existing = await store.get_token(known_id) if known_id else None
-    if existing is not None and existing.revoked_at is None and path.exists():
-        return str(path)
-    if shared and existing is not None and existing.revoked_at is None:
-        raise NodeError(
-            f"this store already has an admin token but {path} is missing: copy admin-token "
-            f"from the data folder of an origin on this store, or set ${ADMIN_TOKEN_ENV}"
+    if existing is not None and existing.revoked_at is None:
+        if path.exists() and path.read_text().strip():
+            return str(path)
+        if shared:
+            raise NodeError(
+                f"this store already has an admin token but {path} is missing: copy admin-token "
+                f"from the data folder of an origin on this store, or set ${ADMIN_TOKEN_ENV}"
+            )
+        # Lost (a power cut before it reached the disk, or deleted). Making a new one would
+        # revoke the old, which the operator may still hold: keep it and say what to do.
+        log.warning(
+            "the admin token file %s is missing, but the store's admin token %s is still "
+            "active and was not revoked. If you have that token, put it back in %s. "
+            "Otherwise start once with %s set to a new secret, create a lasting admin token "
+            "with `PULLKV_TOKEN=<that secret> pullkv token create --admin`, and revoke the "
+            "lost one with `pullkv token revoke %s`",
+            path,
+            existing.id,
+            path,
+            ADMIN_TOKEN_ENV,
+            existing.id,
         )
+        return f"{path} is missing: the store's admin token {existing.id} is kept (see the log)"
     token_id, token = generate_token()
     await store.add_token(
         make_record(token, token_id, account_id, "admin", now=now, admin=True, edge=True)
     )
-    if existing is not None:
-        await store.revoke_token(existing.account_id, existing.id, now)
+    # The file must be durable before the store names this token as the admin token: after
+    # a power cut there is then either no record of it, or a file holding it.
+    write_secret_file(path, token + "\n", replace=True)
     await store.set_setting(ADMIN_TOKEN_SETTING, token_id)
-    if path.exists():
-        path.unlink()
-    write_secret_file(path, token + "\n")
     return f"{path} (created)"
 
 
@@ -173,27 +188,42 @@ def store_url_for(config: NodeConfig) -> str:
 
 async def _open_origin(
     config: NodeConfig, clock: Callable[[], float]
-) -> tuple[Store, LocalBackend, KeyringHolder, str, str, str]:
-    config.data_dir.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(OSError):
-        config.data_dir.chmod(0o700)
-    master_key, master_source = _master_key(config, create=True)
-    store = open_store(store_url_for(config), group_commit=config.group_commit)
+) -> tuple[Store, LocalBackend, KeyringHolder, str, str, str, DataDirLock | None]:
     try:
+        datadir.prepare(config.data_dir)
+        # The folder's SQLite store takes one server at a time; a shared --store takes many.
+        lock = None if config.store_url is not None else DataDirLock.acquire(config.data_dir)
+    except DataDirError as exc:
+        raise NodeError(str(exc)) from None
+    try:
+        return await _open_origin_store(config, clock, lock)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+
+
+async def _open_origin_store(
+    config: NodeConfig, clock: Callable[[], float], lock: DataDirLock | None
+) -> tuple[Store, LocalBackend, KeyringHolder, str, str, str, DataDirLock | None]:
+    try:
+        store = open_store(store_url_for(config), group_commit=config.group_commit)
+    except StoreMaintenanceError as exc:
+        raise NodeError(str(exc)) from None
+    try:
+        # A store that already holds data keys needs the master key they were wrapped with:
+        # a missing one is refused, never replaced (a new key would read nothing).
+        has_keys = bool(await store.data_keys())
+        master_key, master_source = _master_key(config, create=not has_keys)
         keyring = await ensure_keyring(store, master_key)
-    except (CryptoError, KVError) as exc:  # KVError: the store cannot be reached or used
-        await store.close()
-        raise NodeError(exc.message if isinstance(exc, KVError) else str(exc)) from None
-    account_id = await store.setdefault_setting(
-        ACCOUNT_SETTING, config.account_id or uuid.uuid4().hex
-    )
-    if config.account_id and config.account_id != account_id:
-        await store.close()
-        raise NodeError(
-            f"this data folder belongs to account {account_id}; "
-            f"--account-id {config.account_id} does not match"
+        account_id = await store.setdefault_setting(
+            ACCOUNT_SETTING, config.account_id or uuid.uuid4().hex
         )
-    try:
+        if config.account_id and config.account_id != account_id:
+            raise NodeError(
+                f"this data folder belongs to account {account_id}; "
+                f"--account-id {config.account_id} does not match"
+            )
         admin_source = await ensure_admin_token(
             store,
             config.data_dir,
@@ -202,12 +232,17 @@ async def _open_origin(
             int(clock()),
             shared=config.store_url is not None,
         )
-    except NodeError:
+    except (CryptoError, KVError, OSError) as exc:  # KVError: the store cannot be reached
+        await store.close()
+        if isinstance(exc, KVError):
+            raise NodeError(exc.message) from None
+        raise NodeError(str(exc)) from None
+    except BaseException:
         await store.close()
         raise
     local = LocalBackend(store, config.limits, clock)
     keys = KeyringHolder(store, master_key, keyring, clock)
-    return store, local, keys, account_id, admin_source, master_source
+    return store, local, keys, account_id, admin_source, master_source, lock
 
 
 def upstream_ssl(settings: EdgeSettings) -> ssl.SSLContext | bool:
@@ -222,7 +257,8 @@ async def start_node(config: NodeConfig, clock: Callable[[], float] = time.time)
     metrics = Metrics()
     if config.role == "edge":
         return await _start_edge(config, metrics, clock)
-    store, local, keys, account_id, admin_source, master_source = await _open_origin(config, clock)
+    opened = await _open_origin(config, clock)
+    store, local, keys, account_id, admin_source, master_source, lock = opened
     background: list[Callable[[], Coroutine[Any, Any, None]]] = [
         lambda: purge_loop(store, clock, config.purge_interval)
     ]
@@ -232,6 +268,8 @@ async def start_node(config: NodeConfig, clock: Callable[[], float] = time.time)
     else:
         edge = EdgeBackend(local, config.policy, config.cache_size, metrics, epoch=clock)
         front, close = edge, edge.close
+    if lock is not None:
+        close = _then_release(close, lock)
     service = KVService(front, keys, config.limits, clock)
     authenticator = Authenticator(front, clock)
     hot = None
@@ -247,6 +285,20 @@ async def start_node(config: NodeConfig, clock: Callable[[], float] = time.time)
         hot=hot,
     )
     return Node(config.role, app, metrics, account_id, admin_source, master_source, None, front)
+
+
+def _then_release(
+    close: Callable[[], Coroutine[Any, Any, None]], lock: DataDirLock
+) -> Callable[[], Coroutine[Any, Any, None]]:
+    """``close``, then let another server have the data folder."""
+
+    async def close_and_release() -> None:
+        try:
+            await close()
+        finally:
+            lock.release()
+
+    return close_and_release
 
 
 async def _start_edge(config: NodeConfig, metrics: Metrics, clock: Callable[[], float]) -> Node:
@@ -266,6 +318,7 @@ async def _start_edge(config: NodeConfig, metrics: Metrics, clock: Callable[[], 
     )
     edge = EdgeBackend(upstream, config.policy, config.cache_size, metrics, epoch=clock)
     keys = KeyringHolder(edge, master_key, None, clock)
+    await _check_master_key(keys, edge, settings, master_source)
     service = KVService(edge, keys, config.limits, clock)
     ready = _cached_probe(upstream.probe)
     authenticator = Authenticator(edge, clock)
@@ -284,12 +337,48 @@ async def _start_edge(config: NodeConfig, metrics: Metrics, clock: Callable[[], 
     return Node("edge", app, metrics, None, None, master_source, settings.upstream, edge)
 
 
+async def _check_master_key(
+    keys: KeyringHolder, edge: EdgeBackend, settings: EdgeSettings, master_source: str
+) -> None:
+    """Refuse to start with a master key that cannot open the upstream's keyring.
+
+    Such an edge would report ready and answer 500 to every read. An upstream that cannot be
+    reached yet is not a reason to refuse: the keyring is then loaded in the background.
+    """
+    try:
+        await asyncio.wait_for(keys.reload(), settings.timeout)
+    except CryptoError as exc:
+        await edge.close()
+        raise NodeError(
+            f"the master key ({master_source}) does not open the keyring of the upstream "
+            f"{settings.upstream}: give this edge its origin's master key ({exc})"
+        ) from None
+    except KVError as exc:
+        if exc.status in (401, 403):
+            await edge.close()
+            raise NodeError(
+                f"the upstream {settings.upstream} refused this edge's token "
+                f"(${UPSTREAM_TOKEN_ENV}): {exc.message}"
+            ) from None
+        log.warning("the upstream %s is not reachable yet: %s", settings.upstream, exc.message)
+    except (TimeoutError, OSError) as exc:
+        log.warning("the upstream %s is not reachable yet: %s", settings.upstream, exc)
+
+
 async def _prefetch_keyring(keys: KeyringHolder) -> None:
     """Load the keyring from the upstream at start, so the first read does not wait for it."""
     for delay in (0.0, 1.0, 2.0, 5.0, 10.0):
+        if keys.keyring is not None:
+            return
         await asyncio.sleep(delay)
         try:
             await keys.reload()
+            return
+        except CryptoError:
+            log.error(
+                "the master key does not open the upstream's keyring: every read will fail "
+                "until this edge is given its origin's master key"
+            )
             return
         except Exception:
             log.info("keyring not loaded from the upstream yet; will retry", exc_info=True)

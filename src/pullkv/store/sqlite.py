@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pullkv import errors
+from pullkv.durable import fsync_path, make_dirs
 from pullkv.store.base import NamespaceOrder
 from pullkv.store.keyrange import prefix_upper_bound
 from pullkv.types import ListedKey, Namespace, SealedEntry, SealedWrite, TokenRecord
@@ -238,18 +239,35 @@ class SQLiteStore:
         group_commit: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        setup = _connect(path)
         try:
-            setup.executescript(_SCHEMA)
-            setup.execute(
-                "INSERT OR IGNORE INTO settings(name, value) VALUES ('schema_version', ?)",
-                (str(SCHEMA_VERSION),),
-            )
-        finally:
-            setup.close()
-        self._writer = _Writer(path, group_commit, clock)
+            make_dirs(path.parent)
+            created = not path.exists()
+            setup = _connect(path)
+            try:
+                setup.executescript(_SCHEMA)
+                setup.execute(
+                    "INSERT OR IGNORE INTO settings(name, value) VALUES ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
+            finally:
+                setup.close()
+            if created:
+                # SQLite makes its -wal file's name durable but not the database file's own.
+                fsync_path(path)
+                fsync_path(path.parent)
+            self._writer = _Writer(path, group_commit, clock)
+        except sqlite3.OperationalError as exc:  # permissions, locking, I/O: not the data
+            raise errors.StoreMaintenanceError(f"cannot open the store {path}: {exc}") from None
+        except sqlite3.DatabaseError as exc:
+            raise errors.StoreMaintenanceError(
+                f"the store {path} cannot be read ({exc}): restore it from a backup made with "
+                "`pullkv store backup`, or move it aside to start with an empty store"
+            ) from None
+        except OSError as exc:
+            raise errors.StoreMaintenanceError(
+                f"cannot open the store {path}: {exc.strerror or exc}"
+            ) from None
         self._writer.start()
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
