@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pullkv.durable import fsync_path, make_dirs
 from pullkv.errors import StoreMaintenanceError
 
 
@@ -35,14 +36,6 @@ class BackupReport:
     seconds: float
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def backup_sqlite(source: Path, dest: Path) -> BackupReport:
     """Copy the SQLite store at ``source`` to the new file ``dest`` (or into a folder)."""
     if not source.is_file():
@@ -51,7 +44,7 @@ def backup_sqlite(source: Path, dest: Path) -> BackupReport:
         dest = dest / source.name
     if dest.exists():
         raise StoreMaintenanceError(f"{dest} already exists; back up to a new file")
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(dest.parent)
     partial = dest.with_name(f".{dest.name}.partial")
     partial.unlink(missing_ok=True)
     started = time.monotonic()
@@ -72,9 +65,9 @@ def backup_sqlite(source: Path, dest: Path) -> BackupReport:
                 out.close()
         finally:
             src.close()
-        _fsync(partial)
+        fsync_path(partial)
         os.replace(partial, dest)
-        _fsync(dest.parent)
+        fsync_path(dest.parent)
     except sqlite3.Error as exc:
         raise StoreMaintenanceError(f"backup of {source} failed: {exc}") from None
     finally:
