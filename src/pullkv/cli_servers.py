@@ -12,7 +12,12 @@ import click
 
 from pullkv import errors
 from pullkv.edge.cache import CachePolicy
-from pullkv.limits import DEFAULT_LIMITS, Limits
+from pullkv.limits import (
+    DEFAULT_LIMITS,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_SEND_TIMEOUT,
+    Limits,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -74,6 +79,21 @@ listen_options = _apply(
             default="info",
             show_default=True,
             type=click.Choice(["debug", "info", "warning", "error"]),
+        ),
+        click.option(
+            "--send-timeout",
+            type=click.FloatRange(min=0.1),
+            default=DEFAULT_SEND_TIMEOUT,
+            show_default=True,
+            help="Seconds a client may leave a response unread (taking no bytes of it) "
+            "before its connection is dropped.",
+        ),
+        click.option(
+            "--max-connections",
+            type=click.IntRange(min=1),
+            default=DEFAULT_MAX_CONNECTIONS,
+            show_default=True,
+            help="Open connections per process; more are answered 503 and closed.",
         ),
     ]
 )
@@ -167,6 +187,16 @@ cache_options = _apply(
             help="How long past its TTL an entry may be served while the upstream "
             "fails (default 3600 s).",
         ),
+        click.option(
+            "--auth-max-stale",
+            type=click.FloatRange(min=0),
+            default=None,
+            help="How long after the upstream last confirmed a token it is still accepted "
+            "while the upstream cannot be reached (default 600 s; see docs/security.md).",
+        ),
+        # Token record ages (default 20 s and 45 s), shortened by tests of outages.
+        click.option("--token-refresh", type=click.FloatRange(min=0), default=None, hidden=True),
+        click.option("--token-max-age", type=click.FloatRange(min=0), default=None, hidden=True),
     ]
 )
 
@@ -176,13 +206,20 @@ def _limits(**given: Any) -> Limits:
     return DEFAULT_LIMITS.with_changes(**changes)
 
 
-def _policy(limits: Limits, refresh_interval: float | None, max_stale: float | None) -> CachePolicy:
+# The CachePolicy fields the server commands take as options of the same name.
+_POLICY_OPTIONS = (
+    "refresh_interval",
+    "max_stale",
+    "auth_max_stale",
+    "token_refresh",
+    "token_max_age",
+)
+
+
+def _policy(limits: Limits, options: dict[str, Any]) -> CachePolicy:
     policy = CachePolicy(default_ttl=limits.default_cache_ttl, list_ttl=limits.default_cache_ttl)
-    if refresh_interval is not None:
-        policy = replace(policy, refresh_interval=refresh_interval)
-    if max_stale is not None:
-        policy = replace(policy, max_stale=max_stale)
-    return policy
+    given = {name: options[name] for name in _POLICY_OPTIONS if options.get(name) is not None}
+    return replace(policy, **given)
 
 
 def _check_account(account_id: str | None) -> None:
@@ -229,7 +266,15 @@ def _launch(config: Any, options: dict[str, Any]) -> None:
             click.echo(f"  store:        {describe_url(store_url_for(config))}", err=True)
 
     try:
-        run(config, options["host"], options["port"], announce, tls=tls)
+        run(
+            config,
+            options["host"],
+            options["port"],
+            announce,
+            tls=tls,
+            send_timeout=options["send_timeout"],
+            max_connections=options["max_connections"],
+        )
     except NodeError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -255,7 +300,7 @@ def _origin_config(role: str, options: dict[str, Any]) -> Any:
     )
     if role == "serve":
         config.cache_size = parse_size(options["cache_size"])
-        config.policy = _policy(limits, options["refresh_interval"], options["max_stale"])
+        config.policy = _policy(limits, options)
     return config
 
 
@@ -347,7 +392,7 @@ def edge(**options: Any) -> None:
         role="edge",
         limits=limits,
         cache_size=parse_size(options["cache_size"]),
-        policy=_policy(limits, options["refresh_interval"], options["max_stale"]),
+        policy=_policy(limits, options),
         edge=settings,
     )
     _launch(config, options)

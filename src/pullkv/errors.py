@@ -149,6 +149,18 @@ def invalid_metadata(reason: str) -> KVError:
     return KVError(400, BAD_REQUEST, f"Invalid metadata: {reason}")
 
 
+def invalid_json(what: str, reason: str) -> KVError:
+    """A JSON body or field that does not parse, or nests deeper than pullkv parses."""
+    return KVError(400, BAD_REQUEST, f"{what} is {reason}")
+
+
+def integer_out_of_range(name: str, value: int, minimum: int, maximum: int) -> KVError:
+    """An integer parameter outside the range pullkv accepts for it."""
+    return KVError(
+        400, BAD_REQUEST, f"Invalid {name} of {value}: must be between {minimum} and {maximum}"
+    )
+
+
 def request_too_large(limit: int) -> KVError:
     """A request body over the limit for its endpoint."""
     return KVError(413, REQUEST_TOO_LARGE, f"Request body exceeds the limit of {limit} bytes.")
@@ -175,11 +187,13 @@ def invalid_expiration(raw: object, minimum: int | None = None) -> KVError:
     return KVError(400, INVALID_EXPIRATION, f"Invalid expiration of {raw}. {detail}")
 
 
-def expiration_out_of_range(absolute: int, maximum: int) -> KVError:
-    """An expiry past what a 32-bit epoch can hold."""
-    return KVError(
-        400, INVALID_EXPIRATION, f"Invalid expiration of {absolute}: must be at most {maximum}"
-    )
+def expiration_out_of_range(absolute: int, maximum: int, ttl: int | None = None) -> KVError:
+    """An expiry past what a 32-bit epoch can hold (named as the caller gave it)."""
+    if ttl is not None:
+        message = f"Invalid expiration_ttl of {ttl}: it would expire at {absolute}, after {maximum}"
+    else:
+        message = f"Invalid expiration of {absolute}: must be at most {maximum}"
+    return KVError(400, INVALID_EXPIRATION, message)
 
 
 def invalid_cache_ttl(raw: object, minimum: int) -> KVError:
@@ -280,6 +294,73 @@ def store_unavailable(reason: str) -> KVError:
 def upstream_unavailable(reason: str) -> KVError:
     """The upstream could not answer and nothing cached may stand in; safe to retry."""
     return KVError(503, UNAVAILABLE, f"Upstream unavailable: {reason}", retryable=True)
+
+
+class UpstreamUnreachable(KVError):
+    """The upstream did not answer at all (a timeout or a failed connection), as opposed to
+    answering with an error: this is what opens an edge's circuit breaker."""
+
+
+def upstream_unreachable(reason: str) -> UpstreamUnreachable:
+    """A timeout or connection failure on the way to the upstream; safe to retry."""
+    return UpstreamUnreachable(503, UNAVAILABLE, f"Upstream unavailable: {reason}", retryable=True)
+
+
+def upstream_circuit_open(upstream: str, down_for: float, retry_in: float) -> KVError:
+    """Refused at once: the upstream stopped answering and has not answered a probe since."""
+    check = f"next check in {retry_in:.1f} s" if retry_in > 0 else "checking now"
+    return KVError(
+        503,
+        UNAVAILABLE,
+        f"Upstream unavailable: {upstream} is not answering (for {down_for:.0f} s; "
+        f"{check}), and this request needs it",
+        retryable=True,
+    )
+
+
+def token_unconfirmed(upstream: str, age: float, limit: float) -> KVError:
+    """A cached token record too old to trust while its upstream cannot confirm it."""
+    return KVError(
+        503,
+        UNAVAILABLE,
+        f"Upstream unavailable: {upstream} has not confirmed this token for {age:.0f} s, "
+        f"longer than this edge trusts a token without it (--auth-max-stale {limit:g} s)",
+        retryable=True,
+    )
+
+
+def too_many_connections(limit: int) -> KVError:
+    """A new connection past ``--max-connections``: refused at once; safe to retry."""
+    return KVError(
+        503,
+        UNAVAILABLE,
+        f"Service unavailable: the server has its maximum of {limit} open connections "
+        "(--max-connections); retry shortly",
+        retryable=True,
+    )
+
+
+# Errors the HTTP server itself answers, before any route sees the request.
+def malformed_request(detail: str) -> KVError:
+    """Bytes that are not a valid HTTP/1.1 request."""
+    return KVError(400, BAD_REQUEST, f"Bad Request: {detail}")
+
+
+def request_timeout(seconds: float) -> KVError:
+    """The request head did not arrive in time."""
+    return KVError(
+        408, BAD_REQUEST, f"Request Timeout: the request head did not arrive in {seconds:g} s"
+    )
+
+
+def uri_too_long(limit: int) -> KVError:
+    """A request target over the head size limit."""
+    return KVError(414, REQUEST_TOO_LARGE, f"URI Too Long: the limit is {limit} bytes")
+
+
+def headers_too_large(detail: str) -> KVError:
+    """A request head over the size or count limit."""
+    return KVError(431, REQUEST_TOO_LARGE, f"Request Header Fields Too Large: {detail}")
 
 
 def internal_error() -> KVError:

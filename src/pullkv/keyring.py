@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -94,8 +95,9 @@ class KeyringHolder:
     """The keyring a server uses, reloaded when a ciphertext names a key it does not hold
     or when the refresh interval has passed (another process may have rotated).
 
-    An edge starts without a keyring and loads it from its upstream on first use; a failed
-    periodic refresh keeps the keyring it has (the upstream may be down for a while).
+    An edge starts without a keyring and loads it from its upstream on first use. The periodic
+    refresh runs in the background while a keyring is held, so no request waits for it (the
+    upstream may be slow or down for a while); a failed refresh keeps the keyring it has.
     """
 
     def __init__(
@@ -113,18 +115,29 @@ class KeyringHolder:
         self._clock = clock
         self._refresh_seconds = refresh_seconds
         self._loaded_at = clock()
+        self._refreshing: asyncio.Task[None] | None = None
 
     async def current(self) -> Keyring:
-        """The keyring for sealing new writes, refreshed now and then."""
+        """The keyring for sealing new writes, refreshed now and then in the background."""
         if self.keyring is None:
             return await self.reload()
-        if self._clock() - self._loaded_at >= self._refresh_seconds:
-            self._loaded_at = self._clock()
-            try:
-                return await self.reload()
-            except Exception:
-                log.warning("keyring refresh failed; keeping the keyring held", exc_info=True)
+        if self._clock() - self._loaded_at >= self._refresh_seconds and self._refreshing is None:
+            self._loaded_at = self._clock()  # a failed refresh is retried an interval later
+            self._refreshing = asyncio.get_running_loop().create_task(self._refresh())
         return self.keyring
+
+    async def refreshed(self) -> None:
+        """Wait for the background refresh under way, if any, to finish."""
+        if self._refreshing is not None:
+            await asyncio.shield(self._refreshing)
+
+    async def _refresh(self) -> None:
+        try:
+            await self.reload()
+        except Exception:
+            log.warning("keyring refresh failed; keeping the keyring held", exc_info=True)
+        finally:
+            self._refreshing = None
 
     async def for_blob(self, blob: bytes) -> Keyring:
         """A keyring that holds the key ``blob`` names, reloading once if needed."""

@@ -37,6 +37,13 @@ class Limits:
     namespaces_max_per_page: int = 1000
     # Workers KV uses 32-bit signed integers for expirations on the binding.
     max_epoch_seconds: int = 2_147_483_647
+    # Other integer parameters (page, cacheTtl) share that bound, which also keeps every
+    # number that reaches SQL far from the 64-bit overflow.
+    max_integer_param: int = 2_147_483_647
+    # JSON nesting: 1,024 bytes of metadata nest at most 512 levels (``[[…]]``) and a bulk
+    # body wraps them in two more. Python's parser recurses once per level and the
+    # interpreter stops near 1,000 frames, so deeper documents are refused before parsing.
+    max_json_depth: int = 600
 
     def with_changes(self, **changes: object) -> Limits:
         """Return a copy with some limits changed."""
@@ -44,3 +51,15 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+
+# The HTTP server's own limits per process (the rest of them are in http.connection.HttpConfig).
+# A connection with output pending that the peer has not taken a byte of for this long is
+# dropped: a client that never reads cannot keep its buffered responses forever.
+DEFAULT_SEND_TIMEOUT = 60.0
+# Open connections per server process; the next ones get an immediate 503.
+DEFAULT_MAX_CONNECTIONS = 10_000
+
+# How many token records an edge holds: valid ones, and ids its upstream said it does not know
+# (kept apart and fewer, so made-up tokens cannot push out the records of real ones).
+EDGE_TOKEN_RECORDS = 10_000
+EDGE_UNKNOWN_TOKENS = 1_000

@@ -316,11 +316,18 @@ async def _start_edge(config: NodeConfig, metrics: Metrics, clock: Callable[[], 
         latency=settings.latency,
         verify=upstream_ssl(settings),
     )
-    edge = EdgeBackend(upstream, config.policy, config.cache_size, metrics, epoch=clock)
+    edge = EdgeBackend(
+        upstream,
+        config.policy,
+        config.cache_size,
+        metrics,
+        epoch=clock,
+        upstream_name=settings.upstream,
+    )
     keys = KeyringHolder(edge, master_key, None, clock)
     await _check_master_key(keys, edge, settings, master_source)
     service = KVService(edge, keys, config.limits, clock)
-    ready = _cached_probe(upstream.probe)
+    ready = _cached_probe(lambda: edge.ready(upstream.probe))
     authenticator = Authenticator(edge, clock)
     cache_name = f"pullkv-{settings.location}"
     app = App(

@@ -1,10 +1,13 @@
 """Unit tests for pullkv.edge.backend: the edge cache in front of a real upstream.
 
 The upstream is a real LocalBackend over a SQLite store, wrapped by ``CountingUpstream``,
-which counts calls per method, can be switched "down" (503) and can hold fetch answers at a
-gate (an asyncio.Event) to keep a fetch in flight. Both the edge's monotonic clock and the
-epoch clock (key expirations; also the upstream's clock) are fake, so every cache transition
-happens at an exact time. Values are opaque bytes here: this layer never opens them.
+which counts calls per method, can be switched "down" (503) or "unreachable" (a timeout or
+failed connection, which opens the edge's circuit breaker) and can hold answers at a gate (an
+asyncio.Event) to keep a call in flight: held, then released while unreachable, is a call
+that timed out. The breaker's waits between probes go through ``ManualSleep``. Both the edge's
+monotonic clock and the epoch clock (key expirations; also the upstream's clock) are fake, so
+every cache transition happens at an exact time. Values are opaque bytes here: this layer
+never opens them.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import asyncio
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -21,8 +24,9 @@ import pytest
 from pullkv import errors
 from pullkv.backend import CacheInfo, Fetched, Lookup, WriteResult
 from pullkv.edge.backend import EdgeBackend
+from pullkv.edge.breaker import BreakerPolicy
 from pullkv.edge.cache import ENTRY_OVERHEAD, CachePolicy
-from pullkv.limits import DEFAULT_LIMITS, Limits
+from pullkv.limits import DEFAULT_LIMITS, EDGE_UNKNOWN_TOKENS, Limits
 from pullkv.metrics import Metrics
 from pullkv.origin.local import LocalBackend
 from pullkv.store.base import NamespaceOrder
@@ -46,6 +50,10 @@ POLICY = CachePolicy(
 )
 
 
+# Probes 1 s after opening, then 2, 4, capped at 5; a draw of 0.5 takes 10% off each wait.
+BREAKER = BreakerPolicy(first_probe=1.0, backoff=2.0, max_probe_interval=5.0, jitter=0.2)
+
+
 class CountingUpstream:
     """A Backend over a LocalBackend that counts calls, can fail, and can hold fetches."""
 
@@ -55,11 +63,14 @@ class CountingUpstream:
         self.fetches: list[list[tuple[str, int | None]]] = []
         self.answers: list[dict[str, Fetched]] = []
         self.down = False
+        self.unreachable = False
         self.gates: dict[str, asyncio.Event] = {}  # method -> gate its answers wait at
         self.held: Counter[str] = Counter()  # answers waiting at a gate, by method
 
     def _call(self, method: str) -> None:
         self.calls[method] += 1
+        if self.unreachable:
+            raise errors.upstream_unreachable("test upstream did not answer in time")
         if self.down:
             raise errors.upstream_unavailable("test upstream is down")
 
@@ -77,6 +88,8 @@ class CountingUpstream:
                 await gate.wait()
             finally:
                 self.held[method] -= 1
+        if self.unreachable:  # became unreachable while the answer was out: a timeout
+            raise errors.upstream_unreachable("test upstream did not answer in time")
 
     async def close(self) -> None:
         self.calls["close"] += 1
@@ -84,7 +97,9 @@ class CountingUpstream:
 
     async def namespace(self, account_id: str, namespace_id: str, operation: str) -> Namespace:
         self._call("namespace")
-        return await self.inner.namespace(account_id, namespace_id, operation)
+        found = await self.inner.namespace(account_id, namespace_id, operation)
+        await self._deliver("namespace")
+        return found
 
     async def list_namespaces(
         self,
@@ -172,7 +187,33 @@ class CountingUpstream:
 
     async def data_keys(self) -> list[tuple[int, bytes]]:
         self._call("data_keys")
-        return await self.inner.data_keys()
+        keys = await self.inner.data_keys()
+        await self._deliver("data_keys")
+        return keys
+
+
+class ManualSleep:
+    """Stands in for asyncio.sleep in the edge: records each wait, returns when woken."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+        self._sleepers: list[asyncio.Future[None]] = []
+
+    async def __call__(self, delay: float) -> None:
+        self.delays.append(delay)
+        future = asyncio.get_running_loop().create_future()
+        self._sleepers.append(future)
+        await future
+
+    @property
+    def sleeping(self) -> int:
+        return sum(1 for f in self._sleepers if not f.done())
+
+    def wake(self) -> None:
+        for future in self._sleepers:
+            if not future.done():
+                future.set_result(None)
+        self._sleepers.clear()
 
 
 @dataclass
@@ -185,6 +226,7 @@ class World:
     epoch: FakeClock  # epoch seconds: key expirations, at the edge and the upstream
     metrics: Metrics
     ns: str
+    sleeper: ManualSleep
 
     async def read(self, key: str, cache_ttl: int | None = None, ns: str | None = None) -> Lookup:
         return await self.edge.read(ACCOUNT, ns or self.ns, key, cache_ttl)
@@ -239,8 +281,20 @@ async def make_world(
     local = LocalBackend(store, limits, epoch)
     up = CountingUpstream(local)
     metrics = Metrics()
-    edge = EdgeBackend(up, policy, capacity, metrics, clock=clock, epoch=epoch)
-    world = World(edge, up, local, store, clock, epoch, metrics, "")
+    sleeper = ManualSleep()
+    edge = EdgeBackend(
+        up,
+        policy,
+        capacity,
+        metrics,
+        clock=clock,
+        epoch=epoch,
+        upstream_name="http://up.test",
+        breaker=BREAKER,
+        sleep=sleeper,
+        draw=lambda: 0.5,
+    )
+    world = World(edge, up, local, store, clock, epoch, metrics, "", sleeper)
     world.ns = await world.new_namespace("test")
     return world
 
@@ -1024,8 +1078,15 @@ async def test_namespace_lookup_cached_and_stale_if_error(world: World) -> None:
     assert await world.edge.namespace(ACCOUNT, world.ns, "get") == found
     assert world.up.calls["namespace"] == 1
     world.clock.advance(1)
-    await world.edge.namespace(ACCOUNT, world.ns, "get")
+    # Past the TTL: answered from the cache at once, refreshed in the background.
+    gate = world.up.hold("namespace")
+    assert await world.edge.namespace(ACCOUNT, world.ns, "get") == found
+    assert await world.edge.namespace(ACCOUNT, world.ns, "get") == found
+    await until(lambda: world.up.held["namespace"] == 1)
+    gate.set()
+    await settle(world.edge)
     assert world.up.calls["namespace"] == 2
+    del world.up.gates["namespace"]
     world.up.down = True
     world.clock.advance(600)
     assert await world.edge.namespace(ACCOUNT, world.ns, "get") == found
@@ -1050,6 +1111,25 @@ async def test_token_cached_within_refresh(world: World) -> None:
     assert await world.edge.get_token("unknown") is None
     assert await world.edge.get_token("unknown") is None  # "no such token" is cached too
     assert world.up.calls["get_token"] == 2
+
+
+async def test_made_up_tokens_never_push_out_real_ones(world: World) -> None:
+    await world.store.add_token(token())
+    assert await world.edge.get_token("tok") == token()
+    for number in range(EDGE_UNKNOWN_TOKENS + 500):
+        assert await world.edge.get_token(f"made-up-{number}") is None
+    assert world.up.calls["get_token"] == 1 + EDGE_UNKNOWN_TOKENS + 500
+    assert await world.edge.get_token("tok") == token()  # still held: no upstream call
+    assert world.up.calls["get_token"] == 1 + EDGE_UNKNOWN_TOKENS + 500
+    assert len(world.edge._unknown_tokens) == EDGE_UNKNOWN_TOKENS
+
+
+async def test_a_token_created_after_a_miss_is_found_once_the_miss_is_old(world: World) -> None:
+    assert await world.edge.get_token("tok") is None
+    await world.store.add_token(token())
+    assert await world.edge.get_token("tok") is None  # the miss is remembered briefly
+    world.clock.advance(POLICY.token_refresh)
+    assert await world.edge.get_token("tok") == token()
 
 
 async def test_token_refreshed_in_background(world: World) -> None:
@@ -1127,3 +1207,275 @@ async def test_close_cancels_background_work_and_closes_upstream(tmp_path: Path)
     await world.edge.close()
     assert world.up.calls["close"] == 1
     assert not world.edge._background
+
+
+# A sick upstream: the circuit breaker.
+async def trip(world: World) -> None:
+    """Open the edge's breaker: a call finds the upstream unreachable."""
+    world.up.unreachable = True
+    with raises_kv(503, errors.UNAVAILABLE, match="did not answer in time"):
+        await world.edge.data_keys()
+    assert not world.edge.breaker.closed
+
+
+async def test_timeout_opens_breaker_then_stale_is_served_without_asking(world: World) -> None:
+    await world.put_direct("k", b"v1")
+    await world.read("k")
+    world.clock.advance(60)  # expired, stale-usable
+    gate = world.up.hold("fetch")
+    reader = asyncio.create_task(world.read("k"))
+    await until(lambda: world.up.held["fetch"] == 1)
+    assert not reader.done()  # the first read waits for its fetch
+    world.up.unreachable = True
+    gate.set()  # ... which times out
+    first = await reader
+    assert first.entry is not None and first.entry.value == b"v1"
+    assert first.cache is not None and first.cache.stale
+    assert not world.edge.breaker.closed
+    fetches = world.up.calls["fetch"]
+    # From now on nothing waits: every read of a stale-usable entry is answered at once.
+    for _ in range(5):
+        world.clock.advance(1)
+        lookup = await asyncio.wait_for(world.read("k"), 0.5)
+        assert lookup.entry is not None and lookup.cache is not None and lookup.cache.stale
+    assert world.up.calls["fetch"] == fetches
+    assert world.sample("pullkv_cache_reads_total", result="stale") == 6
+    assert (
+        world.sample("pullkv_upstream_requests_total", operation="fetch", outcome="circuit_open")
+        == 5
+    )
+
+
+async def test_readers_waiting_on_a_fetch_are_answered_when_the_breaker_opens(
+    world: World,
+) -> None:
+    await world.put_direct("a", b"va")
+    await world.read("a")
+    world.clock.advance(60)
+    gate = world.up.hold("fetch")
+    stale_reader = asyncio.create_task(world.read("a"))
+    cold_reader = asyncio.create_task(world.read("cold"))
+    await until(lambda: world.up.held["fetch"] == 1)
+    await trip(world)  # another call times out while this fetch is still out
+    stale = await asyncio.wait_for(stale_reader, 0.5)
+    assert stale.entry is not None and stale.entry.value == b"va" and stale.cache is not None
+    assert stale.cache.stale
+    with raises_kv(503, errors.UNAVAILABLE):
+        await asyncio.wait_for(cold_reader, 0.5)
+    # The abandoned fetch still comes back; a late answer fills the cache.
+    world.up.unreachable = False
+    gate.set()
+    await until(lambda: world.up.held["fetch"] == 0)
+    await turns()
+    fresh = await world.read("a")
+    assert fresh.entry is not None and fresh.cache is not None and not fresh.cache.stale
+    assert fresh.cache.age == 0
+
+
+async def test_cold_read_fails_fast_naming_the_upstream(world: World) -> None:
+    await trip(world)
+    fetches = world.up.calls["fetch"]
+    with raises_kv(503, errors.UNAVAILABLE, match="http://up.test is not answering") as info:
+        await asyncio.wait_for(world.read("cold"), 0.5)
+    assert info.value.message.endswith("and this request needs it")
+    with raises_kv(503, errors.UNAVAILABLE):
+        await world.edge.read_many(ACCOUNT, world.ns, ["x", "y"], None)
+    assert world.up.calls["fetch"] == fetches  # refused without asking
+
+
+async def test_writes_and_management_fail_fast_while_open(world: World) -> None:
+    await trip(world)
+    with raises_kv(503, errors.UNAVAILABLE, match="not answering"):
+        await world.edge.write(ACCOUNT, world.ns, [SealedWrite("k", b"v", None, None)])
+    with raises_kv(503, errors.UNAVAILABLE):
+        await world.edge.delete(ACCOUNT, world.ns, ["k"])
+    with raises_kv(503, errors.UNAVAILABLE):
+        await world.edge.list_keys(ACCOUNT, world.ns, "", None, 10)
+    with raises_kv(503, errors.UNAVAILABLE):
+        await world.edge.create_namespace(Namespace("e" * 32, ACCOUNT, "new"))
+    assert world.up.calls["write"] == world.up.calls["delete"] == 0
+    assert world.up.calls["list_keys"] == world.up.calls["create_namespace"] == 0
+
+
+async def test_fresh_and_revalidating_entries_ask_nothing_while_open(world: World) -> None:
+    await world.put_direct("k", b"v1")
+    await world.read("k")
+    await trip(world)
+    world.clock.advance(40)  # in the refresh window
+    lookup = await world.read("k")
+    assert lookup.entry is not None and lookup.cache is not None and lookup.cache.hit
+    await turns()
+    assert world.up.calls["fetch"] == 1  # no revalidation sent into a known outage
+
+
+async def test_stale_list_is_served_at_once_while_open(world: World) -> None:
+    await world.put_direct("k", b"v1")
+    assert await world.names() == ["k"]
+    await trip(world)
+    world.clock.advance(30)  # past the list TTL, within its stale bound
+    assert await asyncio.wait_for(world.names(), 0.5) == ["k"]
+    assert world.up.calls["list_keys"] == 1
+
+
+async def test_one_probe_at_a_time_with_capped_backoff_then_recovery(world: World) -> None:
+    await world.put_direct("k", b"v1")
+    await world.read("k")
+    await trip(world)
+    probes = world.up.calls["data_keys"]  # the call that tripped it
+    waits = []
+    for attempt in range(6):
+        await until(lambda: world.sleeper.sleeping == 1)
+        waits.append(world.sleeper.delays[-1])
+        # Reads meanwhile start no probe of their own.
+        world.clock.advance(waits[-1])
+        await world.read("k")
+        with raises_kv(503):
+            await world.read("cold")
+        assert world.up.calls["data_keys"] == probes + attempt
+        world.sleeper.wake()
+        await until(lambda a=attempt: world.up.calls["data_keys"] == probes + a + 1)
+    assert waits == pytest.approx([0.9, 1.8, 3.6, 4.5, 4.5, 4.5])
+    assert (
+        world.sample("pullkv_upstream_requests_total", operation="probe", outcome="unavailable")
+        == 6
+    )
+    # The upstream comes back; the next probe closes the breaker and fetching resumes.
+    await until(lambda: world.sleeper.sleeping == 1)
+    world.up.unreachable = False
+    await world.put_direct("k", b"v2")
+    world.clock.advance(4.5)
+    world.sleeper.wake()
+    await until(lambda: world.edge.breaker.closed)
+    assert world.sample("pullkv_upstream_requests_total", operation="probe", outcome="ok") == 1
+    world.clock.advance(60)
+    assert await world.value("k") == b"v2"
+    await settle(world.edge)  # the prober ended too
+    assert world.sleeper.sleeping == 0
+
+
+async def test_a_probe_that_gets_any_answer_closes_the_breaker(world: World) -> None:
+    await trip(world)
+    world.up.unreachable = False
+    world.up.down = True  # the upstream answers, with a 503 of its own
+    await until(lambda: world.sleeper.sleeping == 1)
+    world.sleeper.wake()
+    await until(lambda: world.edge.breaker.closed)
+    # A 5xx answer is an answer: it does not open the breaker again.
+    with raises_kv(503, errors.UNAVAILABLE, match="test upstream is down"):
+        await world.read("cold")
+    assert world.edge.breaker.closed and world.edge.breaker.trips == 1
+
+
+async def test_readiness_follows_the_breaker_and_an_answer_probes_at_once(
+    world: World,
+) -> None:
+    async def answers() -> bool:
+        return True
+
+    async def silent() -> bool:
+        return False
+
+    assert await world.edge.ready(answers)
+    assert not await world.edge.ready(silent)
+    await trip(world)
+    await until(lambda: world.sleeper.sleeping == 1)
+    assert not await world.edge.ready(silent)
+    await turns()
+    assert world.sleeper.sleeping == 1  # no answer: the probe keeps its time
+    world.up.unreachable = False
+    assert not await world.edge.ready(answers)  # the breaker is still open...
+    await until(lambda: world.edge.breaker.closed)  # ...but probes now, not in 0.9 s
+    assert world.up.calls["data_keys"] == 2
+    assert await world.edge.ready(answers)
+
+
+async def test_close_stops_the_prober(world: World) -> None:
+    await trip(world)
+    await until(lambda: world.sleeper.sleeping == 1)
+    await world.edge.close()
+    assert not world.edge._background
+
+
+# Tokens and namespaces while the upstream is sick.
+async def test_token_refresh_never_blocks_while_the_record_is_usable(world: World) -> None:
+    await world.store.add_token(token())
+    await world.edge.get_token("tok")
+    world.clock.advance(30)  # past token_refresh, within token_max_age
+    gate = world.up.hold("get_token")  # the upstream is frozen
+    assert await asyncio.wait_for(world.edge.get_token("tok"), 0.5) == token()
+    await until(lambda: world.up.held["get_token"] == 1)
+    world.up.unreachable = True
+    gate.set()  # the background refresh times out: that opens the breaker
+    await until(lambda: not world.edge.breaker.closed)
+    world.clock.advance(30)  # past token_max_age: trusted, the upstream cannot be asked
+    assert await asyncio.wait_for(world.edge.get_token("tok"), 0.5) == token()
+    assert world.up.calls["get_token"] == 2
+
+
+async def test_token_past_max_age_trusted_until_auth_max_stale_while_open(
+    world: World,
+) -> None:
+    await world.store.add_token(token())
+    await world.edge.get_token("tok")
+    await trip(world)
+    world.clock.advance(599.9)  # auth_max_stale (600 s by default) after the confirmation
+    assert await world.edge.get_token("tok") == token()
+    world.clock.advance(0.1)
+    with raises_kv(503, errors.UNAVAILABLE, match="has not confirmed this token for 600 s"):
+        await world.edge.get_token("tok")
+    with raises_kv(503, errors.UNAVAILABLE, match="not answering"):
+        await world.edge.get_token("never-seen")
+    assert world.up.calls["get_token"] == 1
+    # Back up: the first check confirms the record again.
+    world.up.unreachable = False
+    await until(lambda: world.sleeper.sleeping == 1)
+    world.sleeper.wake()
+    await until(lambda: world.edge.breaker.closed)
+    assert await world.edge.get_token("tok") == token()
+    assert world.up.calls["get_token"] == 2
+
+
+async def test_token_check_that_times_out_falls_back_to_the_held_record(world: World) -> None:
+    await world.store.add_token(token())
+    await world.edge.get_token("tok")
+    world.clock.advance(45)  # too old to use unchecked while the upstream answers
+    world.up.unreachable = True
+    assert await world.edge.get_token("tok") == token()  # the check timed out: trusted
+    assert not world.edge.breaker.closed
+    assert world.up.calls["get_token"] == 2
+
+
+async def test_auth_max_stale_zero_refuses_unconfirmed_records(tmp_path: Path) -> None:
+    world = await make_world(tmp_path, replace(POLICY, auth_max_stale=0.0))
+    try:
+        await world.store.add_token(token())
+        await world.edge.get_token("tok")
+        await trip(world)
+        world.clock.advance(20)  # within token_max_age: the usual revocation window
+        assert await world.edge.get_token("tok") == token()
+        world.clock.advance(25)
+        with raises_kv(503, errors.UNAVAILABLE, match="--auth-max-stale 0"):
+            await world.edge.get_token("tok")
+    finally:
+        await world.edge.close()
+
+
+async def test_namespace_lookup_never_waits_while_one_is_held(world: World) -> None:
+    found = await world.edge.namespace(ACCOUNT, world.ns, "put")
+    await trip(world)
+    world.clock.advance(3600)
+    assert await asyncio.wait_for(world.edge.namespace(ACCOUNT, world.ns, "put"), 0.5) == found
+    await turns()
+    assert world.up.calls["namespace"] == 1
+    with raises_kv(503, errors.UNAVAILABLE, match="not answering"):
+        await world.edge.namespace(ACCOUNT, "f" * 32, "put")
+
+
+async def test_namespace_deleted_upstream_is_forgotten_by_the_refresh(world: World) -> None:
+    await world.edge.namespace(ACCOUNT, world.ns, "put")
+    await world.local.delete_namespace(ACCOUNT, world.ns)
+    world.clock.advance(60)
+    await world.edge.namespace(ACCOUNT, world.ns, "put")  # held, refreshed in the background
+    await settle(world.edge)
+    with raises_kv(404, errors.NAMESPACE_NOT_FOUND):
+        await world.edge.namespace(ACCOUNT, world.ns, "put")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -236,7 +237,45 @@ async def test_holder_refreshes_after_the_interval(store: SQLiteStore, master: b
     clock.advance(29.9)
     assert (await holder.current()).current_id == 1
     clock.advance(0.1)
+    # The refresh runs in the background: this call answers with the keyring held.
+    assert (await holder.current()).current_id == 1
+    await holder.refreshed()
     assert (await holder.current()).current_id == 2
+
+
+class _FrozenSource:
+    """A key source that never answers until released, then fails like a timeout."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.release = asyncio.Event()
+
+    async def data_keys(self) -> list[tuple[int, bytes]]:
+        self.calls += 1
+        await self.release.wait()
+        raise OSError("timed out")
+
+
+async def test_holder_refresh_never_waits_for_a_frozen_source(
+    store: SQLiteStore, master: bytes
+) -> None:
+    clock = FakeClock()
+    held = await ensure_keyring(store, master)
+    source = _FrozenSource()
+    holder = KeyringHolder(source, master, held, clock, refresh_seconds=30)
+    clock.advance(30)
+    # Each call answers at once (a frozen source would otherwise hold it forever).
+    assert await asyncio.wait_for(holder.current(), 1) is held
+    assert await asyncio.wait_for(holder.current(), 1) is held
+    await asyncio.sleep(0)
+    assert source.calls == 1  # one refresh at a time
+    source.release.set()
+    await asyncio.sleep(0.01)
+    assert holder.keyring is held  # the failed refresh kept the keyring
+    clock.advance(30)
+    assert await asyncio.wait_for(holder.current(), 1) is held
+    await asyncio.sleep(0)
+    assert source.calls == 2  # retried an interval later
 
 
 async def test_holder_for_a_known_key_does_not_reload(store: SQLiteStore, master: bytes) -> None:

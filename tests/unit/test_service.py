@@ -263,7 +263,9 @@ async def test_backend_reads_are_sealed(world: World) -> None:
 async def test_reads_old_data_after_rotation(world: World) -> None:
     await world.put("old", b"before", {"m": 1})
     await rotate(world.store, world.master)
-    world.clock.advance(30)  # the holder refreshes and seals with key 2
+    world.clock.advance(30)  # the holder refreshes (in the background) and seals with key 2
+    await world.service.keys.current()
+    await world.service.keys.refreshed()
     await world.put("new", b"after")
     for key in ("old", "new"):
         sealed = await world.store.get(world.ns, key, 0)

@@ -7,24 +7,34 @@ event-loop turn for one namespace travels in one batched, conditional upstream r
 upstream fails, expired entries are served marked stale within the configured bound;
 otherwise the caller gets a clear 503. Writes go up the chain and, once acknowledged, land in
 this cache (a tombstone for a delete), so the writer's location reads its own writes.
+
+A sick upstream never stalls a read that the cache can answer. The first timeout or failed
+connection opens a circuit breaker (``edge.breaker``): from then on no call goes up, so
+expired entries are served stale at once and everything else fails fast with a 503, while one
+background probe at a time waits for the upstream to answer again. Token records and
+namespace lookups are refreshed in the background; a token record is trusted without its
+upstream for at most ``CachePolicy.auth_max_stale``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pullkv import errors
 from pullkv.backend import Backend, CacheInfo, Fetched, Lookup, WriteResult, conditional
+from pullkv.edge.breaker import BreakerPolicy, CircuitBreaker
 from pullkv.edge.cache import (
     ByteLRU,
     CachePolicy,
     Freshness,
     ListSlot,
+    TokenUse,
     ValueSlot,
     freeze_slot,
     freshness,
@@ -32,13 +42,16 @@ from pullkv.edge.cache import (
     remaining,
     stale_usable,
     thaw_slot,
+    token_use,
 )
+from pullkv.limits import EDGE_TOKEN_RECORDS, EDGE_UNKNOWN_TOKENS
 from pullkv.metrics import Metrics
 from pullkv.store.base import NamespaceOrder
 from pullkv.types import ListedKey, Namespace, SealedEntry, SealedWrite, TokenRecord
 
 log = logging.getLogger("pullkv.edge")
 T = TypeVar("T")
+V = TypeVar("V")
 
 ValueKey = tuple[str, str, str, str]  # ("v", account, namespace, key)
 ListKey = tuple[str, str, str, str, str, int]  # ("l", account, namespace, prefix, after, limit)
@@ -78,21 +91,33 @@ class EdgeBackend:
         *,
         clock: Callable[[], float] = time.monotonic,
         epoch: Callable[[], float] = time.time,
+        upstream_name: str = "the upstream",
+        breaker: BreakerPolicy | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        draw: Callable[[], float] = random.random,
     ) -> None:
         self.upstream = upstream
+        self.upstream_name = upstream_name
         self.policy = policy
         self.metrics = metrics
         self.clock = clock
         self.epoch = epoch
+        self.breaker = CircuitBreaker(breaker or BreakerPolicy())
+        self._sleep = sleep  # waits between probes; injected so tests control time
+        self._draw = draw  # jitter for the probe backoff
+        self._prober: asyncio.Task[None] | None = None
+        self._probe_now = asyncio.Event()  # a readiness check saw the upstream answer
         self.cache: ByteLRU[ValueKey | ListKey, Slot] = ByteLRU(capacity, freeze_slot, thaw_slot)
         self._inflight: dict[ValueKey, asyncio.Future[Fetched]] = {}
         self._pending: dict[tuple[str, str], _Pending] = {}
         self._write_seq = 0
         self._list_generation: dict[tuple[str, str], int] = {}
         self._tokens: dict[str, tuple[TokenRecord | None, float]] = {}
+        self._unknown_tokens: dict[str, float] = {}  # token id: when the upstream denied it
         self._token_refreshing: set[str] = set()
         self._token_generation = 0  # bumped by revocations: older answers are not kept
         self._namespaces: dict[tuple[str, str], tuple[Namespace, float]] = {}
+        self._namespace_refreshing: set[tuple[str, str]] = set()
         self._background: set[asyncio.Task[None]] = set()
         metrics.watch_cache(
             lambda: self.cache.bytes, lambda: len(self.cache), lambda: self.cache.evictions
@@ -137,6 +162,8 @@ class EdgeBackend:
     ) -> Lookup:
         collapsed = cache_key in self._inflight
         try:
+            if not self.breaker.closed:
+                raise self._refused("fetch")
             fetched = await self._fetch(cache_key, slot, ttl)
         except errors.KVError as exc:
             if (
@@ -230,7 +257,7 @@ class EdgeBackend:
             )
         except BaseException as exc:
             for key, future in pending.futures.items():
-                self._inflight.pop(("v", account_id, namespace_id, key), None)
+                self._forget_inflight(("v", account_id, namespace_id, key), future)
                 if not future.done():
                     future.set_exception(exc)
                     future.exception()  # a revalidation may have no reader: not "never retrieved"
@@ -240,17 +267,24 @@ class EdgeBackend:
         now = self.clock()
         for key, future in pending.futures.items():
             cache_key: ValueKey = ("v", account_id, namespace_id, key)
-            self._inflight.pop(cache_key, None)
+            self._forget_inflight(cache_key, future)
             answer = answers.get(key)
             if answer is None:
-                future.set_exception(errors.store_unavailable("upstream answer missed a key"))
-                future.exception()
+                if not future.done():
+                    future.set_exception(errors.store_unavailable("upstream answer missed a key"))
+                    future.exception()
                 continue
             if answer.not_modified:
                 answer = Fetched(pending.held.get(key), not_modified=True)
             self._store_fetched(cache_key, answer, now, started_seq)
             if not future.done():
                 future.set_result(answer)
+
+    def _forget_inflight(self, cache_key: ValueKey, future: asyncio.Future[Fetched]) -> None:
+        # Only this fetch's own entry: once the breaker abandoned it, a newer fetch of the
+        # same key may have taken its place.
+        if self._inflight.get(cache_key) is future:
+            del self._inflight[cache_key]
 
     def _store_fetched(
         self, cache_key: ValueKey, answer: Fetched, now: float, started_seq: int
@@ -267,8 +301,9 @@ class EdgeBackend:
         self.cache.put(cache_key, slot, slot.size(len(cache_key[3].encode())))
 
     def _revalidate(self, cache_key: ValueKey, slot: ValueSlot, ttl: int) -> None:
-        """Start one background revalidation of a key, unless one is running."""
-        if cache_key in self._inflight:
+        """Start one background revalidation of a key, unless one is running (or the
+        breaker is open: the probe finds out when the upstream is back)."""
+        if cache_key in self._inflight or not self.breaker.closed:
             return
         version_before = slot.version
         future = self._fetch(cache_key, slot, ttl)
@@ -365,24 +400,44 @@ class EdgeBackend:
         group = (account_id, namespace_id)
         self._list_generation[group] = self._list_generation.get(group, 0) + 1
 
-    # Namespaces: forwarded; lookups cached like keys, and served stale if the upstream fails.
+    # Namespaces: forwarded; a lookup is cached, and once older than the default cache TTL
+    # it is still answered at once while a background lookup refreshes it. Writes are checked
+    # at the origin anyway, so a stale "exists" costs nothing but a later 404 there.
     async def namespace(self, account_id: str, namespace_id: str, operation: str) -> Namespace:
         """The namespace if it exists in this account."""
         group = (account_id, namespace_id)
         cached = self._namespaces.get(group)
         now = self.clock()
-        if cached is not None and now - cached[1] < self.policy.default_ttl:
+        if cached is not None:
+            if now - cached[1] >= self.policy.default_ttl:
+                self._refresh_namespace_soon(group, operation)
             return cached[0]
+        found = await self._upstream_call(
+            "namespace", self.upstream.namespace(account_id, namespace_id, operation)
+        )
+        self._namespaces[group] = (found, now)
+        return found
+
+    def _refresh_namespace_soon(self, group: tuple[str, str], operation: str) -> None:
+        if group not in self._namespace_refreshing and self.breaker.closed:
+            self._namespace_refreshing.add(group)
+            self._spawn(self._refresh_namespace(group, operation))
+
+    async def _refresh_namespace(self, group: tuple[str, str], operation: str) -> None:
+        account_id, namespace_id = group
+        now = self.clock()
         try:
             found = await self._upstream_call(
                 "namespace", self.upstream.namespace(account_id, namespace_id, operation)
             )
         except errors.KVError as exc:
-            if cached is not None and upstream_failed(exc):
-                return cached[0]
-            raise
-        self._namespaces[group] = (found, now)
-        return found
+            if not upstream_failed(exc):
+                self._namespaces.pop(group, None)  # gone: the next lookup asks and says so
+        else:
+            if group in self._namespaces:  # not renamed or deleted here meanwhile
+                self._namespaces[group] = (found, now)
+        finally:
+            self._namespace_refreshing.discard(group)
 
     async def list_namespaces(
         self,
@@ -423,30 +478,57 @@ class EdgeBackend:
         self._bump_lists(account_id, namespace_id)
 
     # Tokens: records cached so a hot read needs no upstream round trip for auth. A record is
-    # refreshed in the background once old, and dropped once too old, so a revocation at the
-    # origin takes effect here within ``token_max_age`` (while the upstream answers).
+    # refreshed in the background once old, and checked with the upstream before use once too
+    # old, so a revocation at the origin takes effect here within ``token_max_age`` while the
+    # upstream answers; while it does not, a record is trusted up to ``auth_max_stale`` after
+    # the upstream last confirmed it (``cache.token_use``).
     async def get_token(self, token_id: str) -> TokenRecord | None:
         """A token record, from the cache when young enough."""
         cached = self._tokens.get(token_id)
         now = self.clock()
+        unknown_since = self._unknown_tokens.get(token_id)
+        if unknown_since is not None and now - unknown_since < self.policy.token_refresh:
+            return None  # the upstream just said so: made-up tokens cost it one call each
         if cached is not None:
-            age = now - cached[1]
-            if age < self.policy.token_refresh:
-                return cached[0]
-            if age < self.policy.token_max_age:
-                if token_id not in self._token_refreshing:
-                    self._token_refreshing.add(token_id)
-                    self._spawn(self._refresh_token(token_id))
-                return cached[0]
+            record, confirmed_at = cached
+            use = token_use(confirmed_at, now, self.policy, upstream_down=not self.breaker.closed)
+            if use is TokenUse.FRESH:
+                return record
+            if use is not TokenUse.CHECK:
+                self._refresh_token_soon(token_id)
+                if use is TokenUse.REFUSE:
+                    raise self._token_refused(confirmed_at, now)
+                return record
         generation = self._token_generation
         try:
             record = await self._upstream_call("token", self.upstream.get_token(token_id))
         except errors.KVError as exc:
-            if cached is not None and upstream_failed(exc):
-                return cached[0]
-            raise
+            if cached is None or not upstream_failed(exc):
+                raise
+            later = self.clock()
+            if token_use(cached[1], later, self.policy, upstream_down=True) is TokenUse.REFUSE:
+                raise self._token_refused(cached[1], later) from None
+            return cached[0]
         self._remember_token(token_id, record, now, generation)
         return record
+
+    def _refresh_token_soon(self, token_id: str) -> None:
+        # Not while the breaker is open: the call would be refused at once; the first read
+        # after the upstream is back starts the refresh.
+        if token_id not in self._token_refreshing and self.breaker.closed:
+            self._token_refreshing.add(token_id)
+            self._spawn(self._refresh_token(token_id))
+
+    def _token_refused(self, confirmed_at: float, now: float) -> errors.KVError:
+        log.warning(
+            "refusing a token not confirmed by %s for %.0f s (--auth-max-stale %g)",
+            self.upstream_name,
+            now - confirmed_at,
+            self.policy.auth_max_stale,
+        )
+        return errors.token_unconfirmed(
+            self.upstream_name, now - confirmed_at, self.policy.auth_max_stale
+        )
 
     async def _refresh_token(self, token_id: str) -> None:
         generation = self._token_generation
@@ -463,9 +545,12 @@ class EdgeBackend:
     ) -> None:
         if generation != self._token_generation:
             return  # asked before a revocation here finished: it may predate it
-        if len(self._tokens) > 10_000:
-            self._tokens.clear()
-        self._tokens[token_id] = (record, now)
+        if record is None:
+            self._tokens.pop(token_id, None)
+            _remember_bounded(self._unknown_tokens, token_id, now, EDGE_UNKNOWN_TOKENS)
+        else:
+            self._unknown_tokens.pop(token_id, None)
+            _remember_bounded(self._tokens, token_id, (record, now), EDGE_TOKEN_RECORDS)
 
     async def add_token(self, token: TokenRecord) -> None:
         """Forwarded to the upstream."""
@@ -493,19 +578,109 @@ class EdgeBackend:
 
     # Mechanics.
     async def _upstream_call(self, operation: str, call: Coroutine[Any, Any, T]) -> T:
+        """Make an upstream call, or refuse it at once while the breaker is open."""
+        if not self.breaker.closed:
+            call.close()  # never started: closing it spares a "never awaited" warning
+            raise self._refused(operation)
         started = time.perf_counter()
         try:
             result = await call
         except errors.KVError as exc:
             outcome = "unavailable" if exc.status >= 500 else "refused"
             self.metrics.upstream_requests.labels(operation, outcome).inc()
+            if isinstance(exc, errors.UpstreamUnreachable):
+                self._unreachable(exc)
             raise
         finally:
             self.metrics.upstream_latency.labels(operation).observe(time.perf_counter() - started)
         self.metrics.upstream_requests.labels(operation, "ok").inc()
         return result
 
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+    def _refused(self, operation: str) -> errors.KVError:
+        """The error for a call not made because the breaker is open."""
+        self.metrics.upstream_requests.labels(operation, "circuit_open").inc()
+        now = self.clock()
+        return errors.upstream_circuit_open(
+            self.upstream_name, self.breaker.open_for(now), self.breaker.retry_in(now)
+        )
+
+    def _unreachable(self, exc: errors.KVError) -> None:
+        """A call found the upstream unreachable: open the breaker (if closed)."""
+        if not self.breaker.call_failed(self.clock(), self._draw()):
+            return
+        log.warning("%s; serving from cache and failing fast until it answers a probe", exc.message)
+        # Fetches still out are most likely waiting for the same timeout: their readers get
+        # the answer now (stale entries or a 503), and a late reply still fills the cache.
+        for cache_key, future in list(self._inflight.items()):
+            del self._inflight[cache_key]
+            if not future.done():
+                future.set_exception(exc)
+                future.exception()
+        if self._prober is None or self._prober.done():
+            self._prober = self._spawn(self._probe_until_answered())
+
+    async def _probe_until_answered(self) -> None:
+        """One probe at a time, backing off, until the upstream answers."""
+        while not self.breaker.closed:
+            await self._wait_for_probe()
+            self.breaker.probe_started()
+            if await self._probe():
+                self.breaker.probe_succeeded()
+                log.info("%s answers again; fetching resumes", self.upstream_name)
+                return
+            self.breaker.probe_failed(self.clock(), self._draw())
+
+    async def _wait_for_probe(self) -> None:
+        """Sleep until the next probe is due, or until a readiness check saw the upstream."""
+        self._probe_now.clear()
+        sleeping = asyncio.ensure_future(self._sleep(self.breaker.retry_in(self.clock())))
+        nudged = asyncio.ensure_future(self._probe_now.wait())
+        try:
+            await asyncio.wait({sleeping, nudged}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in (sleeping, nudged):
+                waiter.cancel()
+            await asyncio.gather(sleeping, nudged, return_exceptions=True)
+
+    async def ready(self, check: Callable[[], Awaitable[bool]]) -> bool:
+        """Readiness: the upstream answers ``check`` and the breaker lets calls through.
+
+        An answer while the breaker is open starts its probe at once, so an upstream that
+        comes back is used again without waiting out the probe backoff."""
+        answered = await check()
+        if answered and not self.breaker.closed:
+            self._probe_now.set()
+        return answered and self.breaker.closed
+
+    async def _probe(self) -> bool:
+        """Whether the upstream answers a small authenticated request (any answer counts:
+        a refusal or a 5xx still shows it is there, and only silence opens the breaker)."""
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            await self.upstream.data_keys()
+        except errors.UpstreamUnreachable:
+            outcome = "unavailable"
+        except errors.KVError:
+            outcome = "refused"
+        except Exception:
+            log.exception("probing %s failed", self.upstream_name)
+            outcome = "unavailable"
+        finally:
+            self.metrics.upstream_latency.labels("probe").observe(time.perf_counter() - started)
+        self.metrics.upstream_requests.labels("probe", outcome).inc()
+        return outcome != "unavailable"
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
+
+
+def _remember_bounded(cache: dict[str, V], key: str, value: V, bound: int) -> None:
+    """Set ``cache[key]``, dropping the oldest entries past ``bound`` (insertion order)."""
+    cache.pop(key, None)
+    cache[key] = value
+    while len(cache) > bound:
+        del cache[next(iter(cache))]

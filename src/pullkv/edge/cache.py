@@ -39,6 +39,9 @@ class CachePolicy:
     list_ttl: float = 60.0
     token_refresh: float = 20.0
     token_max_age: float = 45.0
+    # How long a token record may be trusted, from when the upstream last confirmed it,
+    # while the upstream cannot be asked: availability against revocation (docs/security.md).
+    auth_max_stale: float = 600.0
 
     def list_ttl_for(self) -> float:
         """How long a list result may be served: at most the default cache TTL."""
@@ -66,6 +69,38 @@ def freshness(validated_at: float, now: float, ttl: float, policy: CachePolicy) 
 def stale_usable(validated_at: float, now: float, ttl: float, policy: CachePolicy) -> bool:
     """Whether an expired entry may still be served while the upstream is failing."""
     return now - validated_at < ttl + policy.max_stale
+
+
+class TokenUse(enum.Enum):
+    """What a read may do with a cached token record."""
+
+    FRESH = "fresh"  # use it
+    REFRESH = "refresh"  # use it, and refresh it in the background
+    CHECK = "check"  # too old to use without asking the upstream first
+    STALE = "stale"  # too old, but the upstream cannot be asked: use it, within bounds
+    REFUSE = "refuse"  # too old to trust without the upstream, which cannot be asked
+
+
+def token_use(
+    validated_at: float, now: float, policy: CachePolicy, upstream_down: bool
+) -> TokenUse:
+    """Classify a token record the upstream last confirmed at ``validated_at``.
+
+    Within ``token_max_age`` a record is used (refreshed in the background once past
+    ``token_refresh``), which bounds how long a revocation at the origin takes to reach this
+    edge. Past it, the upstream is asked first, unless it is down: then the record is used
+    until ``auth_max_stale`` after its confirmation, and refused after that.
+    """
+    age = now - validated_at
+    if age < policy.token_refresh:
+        return TokenUse.FRESH
+    if age < policy.token_max_age:
+        return TokenUse.REFRESH
+    if not upstream_down:
+        return TokenUse.CHECK
+    if age < policy.auth_max_stale:
+        return TokenUse.STALE
+    return TokenUse.REFUSE
 
 
 def remaining(validated_at: float, now: float, ttl: float) -> int:

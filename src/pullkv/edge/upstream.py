@@ -1,7 +1,8 @@
 """The upstream as a Backend: the internal API of an origin or another edge, over HTTP.
 
-Connection failures, timeouts and 5xx answers become 503 KVErrors (the edge may then serve
-stale entries); refusals (4xx) come back as the same KVError the upstream raised, so a client
+Connection failures and timeouts become ``UpstreamUnreachable`` (a 503 KVError that opens the
+edge's circuit breaker); 5xx answers become 503 KVErrors (the edge may then serve stale
+entries); refusals (4xx) come back as the same KVError the upstream raised, so a client
 of the edge sees exactly what a client of the origin would.
 """
 
@@ -61,9 +62,9 @@ class UpstreamBackend:
                 f"/pullkv/v1/{operation}", json=json, content=content, headers=headers
             )
         except httpx.TimeoutException:
-            raise errors.upstream_unavailable(f"{self.url} did not answer in time") from None
+            raise errors.upstream_unreachable(f"{self.url} did not answer in time") from None
         except httpx.HTTPError as exc:
-            raise errors.upstream_unavailable(f"{self.url} unreachable ({exc})") from None
+            raise errors.upstream_unreachable(f"{self.url} unreachable ({exc})") from None
         if response.is_success:
             return response
         try:
