@@ -10,7 +10,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from pullkv.http.server import Server
+from pullkv.http.server import HttpConfig, Server
+from pullkv.limits import DEFAULT_MAX_CONNECTIONS, DEFAULT_SEND_TIMEOUT
 from pullkv.node import Node, NodeConfig, NodeError, start_node
 
 SHUTDOWN_TIMEOUT = 30.0
@@ -50,6 +51,7 @@ async def serve_node(
     announce: Callable[[Node, str], None],
     *,
     tls: tuple[Path, Path] | None = None,
+    http: HttpConfig | None = None,
 ) -> None:
     """Start a node and serve it until SIGINT/SIGTERM; in-flight requests finish first."""
     context = server_ssl_context(*tls) if tls is not None else None
@@ -58,7 +60,7 @@ async def serve_node(
     # generations keeps full collections from walking the cache's index (one dict that grows
     # to millions of items) every time they run: 26 ms for 150k cached keys, 2 ms frozen.
     gc.freeze()
-    server = Server(node.app, ssl=context, shutdown_timeout=SHUTDOWN_TIMEOUT)
+    server = Server(node.app, ssl=context, config=http, shutdown_timeout=SHUTDOWN_TIMEOUT)
     scheme = "https" if context is not None else "http"
     url_host = f"[{host}]" if ":" in host else host
 
@@ -79,11 +81,15 @@ def run(
     announce: Callable[[Node, str], None],
     *,
     tls: tuple[Path, Path] | None = None,
+    send_timeout: float = DEFAULT_SEND_TIMEOUT,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
 ) -> None:
     """Blocking entry point: pick the event loop and serve."""
+    http = HttpConfig(send_timeout=send_timeout, max_connections=max_connections)
+    main = serve_node(config, host, port, announce, tls=tls, http=http)
     if _loop_name() == "uvloop":
         import uvloop
 
-        uvloop.run(serve_node(config, host, port, announce, tls=tls))
+        uvloop.run(main)
     else:
-        asyncio.run(serve_node(config, host, port, announce, tls=tls))
+        asyncio.run(main)

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from pullkv import errors
+from pullkv.validate import parse_json
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -73,15 +74,15 @@ class Request:
         """The whole body, refused with ``too_large(length)`` past ``limit`` bytes.
 
         A declared length over the limit is refused before reading. A chunked body is counted
-        as it arrives; once over the limit the rest is drained (not kept) so the error can
-        name the real length.
+        as it arrives and refused as soon as it passes the limit (the error names the length
+        received so far): the rest is never read, so an endless body costs nothing more
+        (the server answers and closes the connection).
         """
         declared = self.content_length()
         if declared is not None and declared > limit:
             raise too_large(declared)
         chunks: list[bytes] = []
         size = 0
-        over = False
         while True:
             message = await self.receive()
             if message["type"] == "http.disconnect":
@@ -89,14 +90,10 @@ class Request:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                over = True
-                chunks.clear()
-            elif not over:
-                chunks.append(chunk)
+                raise too_large(size)
+            chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        if over:
-            raise too_large(size)
         return b"".join(chunks)
 
     async def json(self, limit: int) -> Any:
@@ -104,12 +101,7 @@ class Request:
         raw = await self.body(limit, lambda _: errors.request_too_large(limit))
         if not raw.strip():
             raise errors.bad_request("Request body is empty; expected JSON")
-        try:
-            return json.loads(raw)
-        except UnicodeDecodeError:
-            raise errors.bad_request("Request body is not UTF-8") from None
-        except ValueError as exc:
-            raise errors.bad_request(f"Request body is not valid JSON: {exc}") from None
+        return parse_json(raw, "Request body")
 
 
 @dataclass(slots=True)

@@ -83,8 +83,9 @@ class BindingAPI:
             request.route = "binding.bulk_get"
             authorize(token, account_id, namespace_id=namespace_id)
             return await self._bulk_get(request, account_id, namespace_id)
+        method = request.method
         if path == "/":
-            if request.method != "GET":
+            if method != "GET" and method != "HEAD":
                 raise errors.method_not_allowed(request.method)
             request.route = "binding.list"
             authorize(token, account_id, namespace_id=namespace_id)
@@ -92,8 +93,7 @@ class BindingAPI:
         if request.query("urlencoded") != "true":
             raise errors.bad_request("binding requests name the key URL-encoded (?urlencoded=true)")
         key = decode_key(path[1:])
-        method = request.method
-        if method == "GET":
+        if method == "GET" or method == "HEAD":  # HEAD: the server leaves the body out
             request.route = "binding.get"
             authorize(token, account_id, namespace_id=namespace_id)
             return await self._get(request, account_id, namespace_id, key)

@@ -8,17 +8,20 @@ cycle at the head runs its ASGI task, so responses never interleave.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import unquote_to_bytes
 
 import httptools
 
+from pullkv import errors
 from pullkv.http.asgi import ASGIApp, Message
 from pullkv.http.framing import allows_body, build_response, scan_headers, status_line
+from pullkv.limits import DEFAULT_MAX_CONNECTIONS, DEFAULT_SEND_TIMEOUT
 
 log = logging.getLogger("pullkv.http.server")
 
@@ -34,6 +37,13 @@ _SMALL_WRITE = 16 * 1024
 # HttpConnection._finish_with_error).
 LINGER_SECONDS = 2.0
 _DISCONNECT: Message = {"type": "http.disconnect"}
+# workerd sends metadata as JSON.stringify output in a header, and JSON.stringify leaves
+# U+007F (DEL) unescaped; llhttp refuses DEL in header values (it is not a field-vchar).
+# A DEL in a request head is fed to the parser as this obs-text byte and turned back in
+# on_header (see HttpConnection._feed_with_del).
+_DEL = b"\x7f"
+_DEL_STAND_IN = b"\xff"
+_JSON_TYPE = [(b"content-type", b"application/json")]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,12 +60,29 @@ class HttpConfig:
     header_timeout: float = 20.0
     # A request body that stops arriving for this long drops the connection.
     body_timeout: float = 60.0
+    # Unsent output per connection: over the high-water mark, the connection's further
+    # requests wait (and reading stops) until the peer has taken it below the low one.
+    write_high_water: int = 64 * 1024
+    write_low_water: int = 16 * 1024
+    # Output pending and not one byte of it taken by the peer for this long: drop it.
+    send_timeout: float = DEFAULT_SEND_TIMEOUT
+    # Connections past this get an immediate 503 and are closed.
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
 
 
 class ServerState:
     """What every connection of one server shares; the server keeps it current."""
 
-    __slots__ = ("app", "config", "connections", "date_line", "fast", "lifespan_state", "now")
+    __slots__ = (
+        "accepted",
+        "app",
+        "config",
+        "connections",
+        "date_line",
+        "fast",
+        "lifespan_state",
+        "now",
+    )
 
     def __init__(self, app: ASGIApp, config: HttpConfig, now: float, date_line: bytes) -> None:
         self.app = app
@@ -63,6 +90,8 @@ class ServerState:
         fast = getattr(app, "fast_response", None)
         self.fast: FastResponder | None = fast if callable(fast) else None
         self.connections: set[HttpConnection] = set()
+        # Connections counted against max_connections (refused ones linger uncounted).
+        self.accepted = 0
         self.lifespan_state: dict[str, Any] = {}
         # A coarse clock (loop time), refreshed by the server's timer, for idle bookkeeping.
         self.now = now
@@ -107,11 +136,13 @@ class Cycle:
         "expect_100",
         "head_sent",
         "headers",
+        "hot",
         "http_version",
         "keep_alive",
         "method",
         "out_headers",
         "reason",
+        "received",
         "remaining",
         "started",
         "status",
@@ -136,9 +167,12 @@ class Cycle:
         self.http_version = http_version
         self.keep_alive = keep_alive
         self.expect_100 = False
+        # Queued while output was backed up: offer it to the fast path when its turn comes.
+        self.hot = False
         # Request body: chunks not yet handed to the app.
         self.chunks: list[bytes] = []
         self.buffered = 0
+        self.received = 0
         self.body_complete = False
         self.body_done = False  # the app has been given more_body=False
         self.disconnected = False
@@ -179,6 +213,8 @@ class Cycle:
     # Request body, fed by the connection.
 
     def feed(self, body: bytes) -> None:
+        """Body bytes from the parser."""
+        self.received += len(body)
         if self.complete:
             return  # the response is out: the rest of the body is read and dropped
         self.chunks.append(body)
@@ -186,10 +222,12 @@ class Cycle:
         self._wake()
 
     def finish_body(self) -> None:
+        """The parser saw the end of the body."""
         self.body_complete = True
         self._wake()
 
     def disconnect(self) -> None:
+        """The client is gone."""
         self.disconnected = True
         self._wake()
 
@@ -308,8 +346,11 @@ class Cycle:
         keep_alive = self.keep_alive and not info.close
         if keep_alive and conn.closing and conn.last_in_pipeline(self):
             keep_alive = False
-        if keep_alive and not self.body_complete and self.expect_100:
-            keep_alive = False  # the client may still be holding back the body
+        if keep_alive and not self.body_complete and (self.expect_100 or not more):
+            # The client may still be holding back the body (100-continue), or is still
+            # sending one that will not be read: the connection ends after this answer
+            # rather than reading and discarding an unbounded body.
+            keep_alive = False
         extra = b""
         length = info.content_length
         if self.bodyless:
@@ -358,12 +399,22 @@ class Cycle:
         self.send_body(b"Internal Server Error", False)
 
 
+def error_response(error: errors.KVError, date_line: bytes) -> bytes:
+    """A server-level error as a complete response: Cloudflare envelope, then close."""
+    body = json.dumps(error.envelope(), separators=(",", ":")).encode("utf-8")
+    response = build_response(error.status, body, _JSON_TYPE)
+    split = response.find(b"\r\n") + 2
+    return b"".join((response[:split], date_line, b"connection: close\r\n", response[split:]))
+
+
 class HttpConnection(asyncio.Protocol):
     """An asyncio protocol serving HTTP/1.1 to one client."""
 
     __slots__ = (
+        "_advancing",
         "_began",
         "_begin_mark",
+        "_counted",
         "_cycle",
         "_drain_waiters",
         "_eof",
@@ -383,9 +434,13 @@ class HttpConnection(asyncio.Protocol):
         "_parser",
         "_pipeline",
         "_reading",
+        "_send_mark",
+        "_sent",
+        "_stand_ins",
         "_stopped",
         "_transport",
         "_url",
+        "_written",
         "client_address",
         "closed",
         "closing",
@@ -415,6 +470,12 @@ class HttpConnection(asyncio.Protocol):
         self._error: bytes | None = None  # a rejection waiting for earlier responses
         self._lingering = False
         self._linger_until = 0.0
+        self._counted = False  # holds one of the server's max_connections places
+        self._advancing = False
+        # Send timeout: bytes handed to the transport, and the last time the peer took some.
+        self._written = 0
+        self._sent = -1
+        self._send_mark = state.now
         # The request being parsed.
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
@@ -423,6 +484,7 @@ class HttpConnection(asyncio.Protocol):
         self._max_header_bytes = state.config.max_header_bytes
         self._in_headers = False
         self._began = False
+        self._stand_ins = 0  # DEL bytes of this head fed to the parser as _DEL_STAND_IN
         self._method = b""
         self._keep_alive = True
         self._need_cycle = False
@@ -445,12 +507,26 @@ class HttpConnection(asyncio.Protocol):
             self.server_address = (str(local[0]), int(local[1]))
         if transport.get_extra_info("sslcontext") is not None:
             self.scheme = "https"
-        self.state.connections.add(self)
-        self._idle_mark = self._begin_mark = self.state.now
+        state = self.state
+        config = state.config
+        transport.set_write_buffer_limits(high=config.write_high_water, low=config.write_low_water)
+        state.connections.add(self)
+        self._idle_mark = self._begin_mark = self._send_mark = state.now
+        if state.accepted >= config.max_connections:
+            # Refused at once, without waiting for a request: a flood of connections costs
+            # one small write each. Lingering (not counted) lets the client read the 503.
+            self._fresh = False
+            self._reject(errors.too_many_connections(config.max_connections))
+            return
+        self._counted = True
+        state.accepted += 1
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.state.connections.discard(self)
+        if self._counted:
+            self._counted = False
+            self.state.accepted -= 1
         for cycle in self._pipeline:
             cycle.disconnect()
         if self._cycle is not None:
@@ -472,17 +548,20 @@ class HttpConnection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.write_paused = False
         self._wake_drainers()
-        self.update_reading()
+        self._advance()
 
     def data_received(self, data: bytes) -> None:
         if self._stopped or self.closed:
             return
         self._idle_mark = self.state.now
         try:
-            self._parser.feed_data(data)
+            if 0x7F in data:  # an int is a plain memchr; b"\x7f" would be ~7x slower
+                self._feed_with_del(data)
+            else:
+                self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             # The upgrade is ignored (the request was answered as plain HTTP); what follows
-            # is the client's next request.
+            # is the client's next request. (_feed_with_del handles its own.)
             rest = data[exc.args[0] :]
             if rest:
                 self.data_received(rest)
@@ -490,19 +569,76 @@ class HttpConnection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             if not self._stopped:
                 log.debug("malformed request from %s: %s", self.client_address, exc)
-                self._reject(400, "Bad Request: malformed HTTP request")
+                self._reject(errors.malformed_request("malformed HTTP request"))
             return
         if self._in_headers and not self._began:
             # The parser keeps a header value it has not finished; bound what it holds.
             self._header_raw += len(data)
             if self._header_raw > self._max_header_bytes:
-                self._reject(431, "Request Header Fields Too Large")
+                self._reject(errors.headers_too_large("the request head is too long"))
                 return
         self._began = False
         if self._need_cycle and self._cycle is None:
             self._start_cycle(complete=False)
         if self._pipeline or not self._reading or self.write_paused:
             self.update_reading()
+
+    def _feed_with_del(self, data: bytes) -> None:
+        """Feed data holding a DEL byte: in a request head it reaches the app as DEL.
+
+        The data is fed up to each DEL; if the parser is then inside a head, the DEL goes
+        in as _DEL_STAND_IN (obs-text, which llhttp accepts in values and nowhere else that
+        matters: a stand-in in a name or the request line is refused as before). Body bytes
+        are fed in one piece where the body's length is known; the rest of a chunked body
+        is fed whole, so a DEL in a head pipelined behind it in the same read is refused.
+        """
+        parser = self._parser
+        while data:
+            if self._stopped or self.closed:
+                return
+            if self._cycle is not None or self._need_cycle:
+                left = self._body_left()
+                if left <= 0 or left >= len(data):
+                    self._feed_piece(data, b"")
+                    return
+                piece, data = data[:left], data[left:]
+                if not self._feed_piece(piece, data):
+                    return
+                continue
+            at = data.find(_DEL)
+            if at < 0:
+                self._feed_piece(data, b"")
+                return
+            if at and not self._feed_piece(data[:at], data[at:]):
+                return
+            if self._stopped or self.closed:
+                return
+            if self._in_headers:
+                self._stand_ins += 1
+                parser.feed_data(_DEL_STAND_IN)
+            else:
+                parser.feed_data(_DEL)
+            data = data[at + 1 :]
+
+    def _feed_piece(self, piece: bytes, rest: bytes) -> bool:
+        """Feed one piece of a read; False when an upgrade took over the rest."""
+        try:
+            self._parser.feed_data(piece)
+        except httptools.HttpParserUpgrade as exc:
+            remainder = piece[exc.args[0] :] + rest
+            if remainder:
+                self.data_received(remainder)
+            return False
+        return True
+
+    def _body_left(self) -> int:
+        """Bytes of the current body still to come, or -1 when not known (chunked)."""
+        cycle = self._cycle
+        headers = cycle.headers if cycle is not None else self._headers
+        for name, value in headers:
+            if name == b"content-length":
+                return int(value) - (cycle.received if cycle is not None else 0)
+        return -1
 
     # Parser callbacks.
 
@@ -517,13 +653,14 @@ class HttpConnection(asyncio.Protocol):
         self._headers = []
         self._header_bytes = 0
         self._header_raw = 0
+        self._stand_ins = 0
         self._begin_mark = self.state.now
 
     def on_url(self, url: bytes) -> None:
         self._url += url
         self._header_bytes += len(url)
         if self._header_bytes > self._max_header_bytes:
-            self._reject(414, "URI Too Long")
+            self._reject(errors.uri_too_long(self._max_header_bytes))
             raise _StopParsing
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -532,22 +669,33 @@ class HttpConnection(asyncio.Protocol):
         self._headers.append((name.lower(), value))
         self._header_bytes += len(name) + len(value) + 4
         if self._header_bytes > self._max_header_bytes:
-            self._reject(431, "Request Header Fields Too Large")
+            self._reject(errors.headers_too_large("the request head is too long"))
             raise _StopParsing
 
     def on_headers_complete(self) -> None:
         self._in_headers = False
         if len(self._headers) > self.state.config.max_headers:
-            self._reject(431, "Request Header Fields Too Large")
+            self._reject(errors.headers_too_large("too many header fields"))
             raise _StopParsing
+        if self._stand_ins:
+            self._restore_dels()
         parser = self._parser
         self._method = method = parser.get_method()
         self._keep_alive = parser.should_keep_alive()
         if parser.should_upgrade() and (method == b"CONNECT" or self._declares_body()):
             # The parser would hand a body or tunnel over as upgraded bytes; not supported.
-            self._reject(400, "Bad Request: protocol upgrades are not supported")
+            self._reject(errors.malformed_request("protocol upgrades are not supported"))
             raise _StopParsing
         self._need_cycle = True
+
+    def _restore_dels(self) -> None:
+        """Turn the stand-ins of this head's DEL bytes back into DEL."""
+        headers = self._headers = [(n, v.replace(_DEL_STAND_IN, _DEL)) for n, v in self._headers]
+        if self._stand_ins != sum(value.count(_DEL) for _, value in headers):
+            # A stand-in outside a value (in the request line), or a value that also held a
+            # real 0xFF byte (now a DEL too): refused, as a DEL there was before.
+            self._reject(errors.malformed_request("invalid character in the request head"))
+            raise _StopParsing
 
     def on_body(self, body: bytes) -> None:
         cycle = self._cycle
@@ -561,15 +709,19 @@ class HttpConnection(asyncio.Protocol):
         if cycle is None:
             fast = self.state.fast
             method = self._method
+            hot = False
             if (
                 fast is not None
-                and not self._pipeline
                 and (method == b"GET" or method == b"HEAD")
                 and self._url[:1] == b"/"
-                and self._fast_path(fast, method)
             ):
-                return
-            cycle = self._start_cycle(complete=True)
+                if self._pipeline or self.write_paused:
+                    # Behind other requests, or while output is backed up: queued in order,
+                    # and offered to the fast path when its turn comes (see _advance).
+                    hot = True
+                elif self._fast_path(fast, method):
+                    return
+            cycle = self._start_cycle(complete=True, hot=hot)
         self._cycle = None
         cycle.finish_body()
         if cycle.complete and self.closing and not self._pipeline:
@@ -581,7 +733,9 @@ class HttpConnection(asyncio.Protocol):
     # Requests.
 
     def _fast_path(self, fast: FastResponder, method: bytes) -> bool:
-        """Answer from the app's pre-rendered responses; False to go through ASGI."""
+        """Answer the request just parsed from the app's pre-rendered responses; False to
+        go through ASGI."""
+        # The hottest path of all: _ask_fast and _write_fast inlined.
         path, _, query = self._url.partition(b"?")
         try:
             response = fast(method, path, query, self._headers)
@@ -590,7 +744,6 @@ class HttpConnection(asyncio.Protocol):
             return False
         if response is None:
             return False
-        # The date goes right after the status line; a HEAD answer stops after the head.
         split = response.find(b"\r\n") + 2
         end = response.find(b"\r\n\r\n") + 4 if method == b"HEAD" else len(response)
         keep_alive = self._keep_alive
@@ -599,14 +752,49 @@ class HttpConnection(asyncio.Protocol):
             extra += b"connection: close\r\n"
         elif self._parser.get_http_version() == "1.0":
             extra += b"connection: keep-alive\r\n"
-        self.write(b"".join((response[:split], extra, response[split:end])))
+        if end - split > _SMALL_WRITE:
+            self.writelines((response[:split] + extra, memoryview(response)[split:end]))
+        else:
+            data = b"".join((response[:split], extra, response[split:end]))
+            self._written += len(data)
+            assert self._transport is not None
+            self._transport.write(data)
         if not keep_alive:
             self._stop()
             self.close()
             raise _StopParsing
         return True
 
-    def _start_cycle(self, complete: bool) -> Cycle:
+    @staticmethod
+    def _ask_fast(
+        fast: FastResponder, method: bytes, url: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> bytes | None:
+        path, _, query = url.partition(b"?")
+        try:
+            return fast(method, path, query, headers)
+        except Exception:
+            log.exception("fast_response raised; answering through ASGI")
+            return None
+
+    def _write_fast(self, method: bytes, response: bytes, keep_alive: bool, http10: bool) -> bool:
+        """Write a pre-rendered response; returns whether the connection stays open."""
+        # The date goes right after the status line; a HEAD answer stops after the head.
+        split = response.find(b"\r\n") + 2
+        end = response.find(b"\r\n\r\n") + 4 if method == b"HEAD" else len(response)
+        extra = self.state.date_line
+        if not keep_alive:
+            extra += b"connection: close\r\n"
+        elif http10:
+            extra += b"connection: keep-alive\r\n"
+        if end - split > _SMALL_WRITE:
+            # A large value is not copied: the transport holds a view of the one rendered
+            # response that every reader of this entry shares.
+            self.writelines((response[:split] + extra, memoryview(response)[split:end]))
+        else:
+            self.write(b"".join((response[:split], extra, response[split:end])))
+        return keep_alive
+
+    def _start_cycle(self, complete: bool, hot: bool = False) -> Cycle:
         cycle = Cycle(
             self,
             self._method,
@@ -615,6 +803,7 @@ class HttpConnection(asyncio.Protocol):
             self._parser.get_http_version(),
             self._keep_alive,
         )
+        cycle.hot = hot
         if not complete:
             for name, value in self._headers:
                 if name == b"expect" and value.lower() == b"100-continue":
@@ -624,7 +813,7 @@ class HttpConnection(asyncio.Protocol):
         pipeline = self._pipeline
         pipeline.append(cycle)
         if len(pipeline) == 1:
-            self._dispatch(cycle)
+            self._advance()
         return cycle
 
     def _declares_body(self) -> bool:
@@ -633,8 +822,47 @@ class HttpConnection(asyncio.Protocol):
                 return True
         return False
 
-    def _dispatch(self, cycle: Cycle) -> None:
-        cycle.task = self.loop.create_task(self._run(cycle))
+    def _advance(self) -> None:
+        """Answer the head of the pipeline, unless it is being answered or the client has
+        not taken the output so far (then resume_writing calls this again)."""
+        if self._advancing or self.closed:
+            return
+        self._advancing = True
+        try:
+            pipeline = self._pipeline
+            fast = self.state.fast
+            while pipeline:
+                head = pipeline[0]
+                if head.task is not None or self.write_paused:
+                    self.update_reading()
+                    return
+                if head.hot and fast is not None and head.body_complete:
+                    response = self._ask_fast(fast, head.method, head.url, head.headers)
+                    if response is not None:
+                        pipeline.popleft()
+                        head.complete = True
+                        http10 = head.http_version == "1.0"
+                        if not self._write_fast(head.method, response, head.keep_alive, http10):
+                            self._stop()
+                            self.close()
+                            return
+                        continue
+                head.task = self.loop.create_task(self._run(head))
+                self.update_reading()
+                return
+        finally:
+            self._advancing = False
+        self._idle()
+
+    def _idle(self) -> None:
+        """Every request received so far is answered."""
+        self._idle_mark = self._begin_mark = self.state.now
+        if self._error is not None:
+            self._finish_with_error()
+        elif (self.closing or self._eof) and self._cycle is None:
+            self.close()
+        else:
+            self.update_reading()
 
     async def _run(self, cycle: Cycle) -> None:
         try:
@@ -662,51 +890,47 @@ class HttpConnection(asyncio.Protocol):
         cycle._wake()  # a receive() waiting past the body now returns http.disconnect
         if self.closed:
             return
+        if not cycle.body_complete:
+            # Answered before its body arrived (a 413, say): read no more of it.
+            self._linger_close()
+            return
         if not cycle.keep_alive:
             self.close()
             return
-        if pipeline:
-            self._dispatch(pipeline[0])
-            self.update_reading()
-            return
-        now = self.state.now
-        self._idle_mark = self._begin_mark = now
-        if self._error is not None:
-            self._finish_with_error()
-        elif (self.closing or self._eof) and self._cycle is None:
-            self.close()
-        else:
-            self.update_reading()
+        self._advance()
 
     def last_in_pipeline(self, cycle: Cycle) -> bool:
+        """Whether ``cycle`` is the last request received so far."""
         return bool(self._pipeline) and self._pipeline[-1] is cycle
 
-    def _reject(self, status: int, message: str) -> None:
+    def _reject(self, error: errors.KVError) -> None:
         """Answer a request that cannot be parsed or served, then close."""
         self._stop()
         if self._cycle is not None:
             # Part of a body was handed to an app already: there is no clean answer.
             self.close()
             return
-        body = message.encode("latin-1") + b"\n"
-        response = build_response(status, body, [(b"content-type", b"text/plain; charset=utf-8")])
-        split = response.find(b"\r\n") + 2
-        self._error = b"".join(
-            (response[:split], self.state.date_line, b"connection: close\r\n", response[split:])
-        )
+        self._error = error_response(error, self.state.date_line)
         if not self._pipeline:
             self._finish_with_error()
 
     def _finish_with_error(self) -> None:
-        """Write the pending error response, then close gracefully.
+        """Write the pending error response, then close gracefully (see _linger_close)."""
+        error, self._error = self._error, None
+        assert error is not None
+        self.write(error)
+        self._linger_close()
+
+    def _linger_close(self) -> None:
+        """Close once the client has read what was written, without reading on.
 
         Closing while the client is still sending (the rest of a huge header, a body) would
         make the kernel reset the connection, which can destroy the response before the
         client reads it. So: half-close, discard input until the client closes or for
         LINGER_SECONDS, then close.
         """
-        assert self._error is not None and self._transport is not None
-        self.write(self._error)
+        assert self._transport is not None
+        self._stopped = True
         if self.closed or not self._transport.can_write_eof():
             self.close()
             return
@@ -722,13 +946,17 @@ class HttpConnection(asyncio.Protocol):
     # Writing, reading and closing.
 
     def write(self, data: bytes) -> None:
+        """Hand bytes to the transport (nothing once closing)."""
         if not self.closed:
             assert self._transport is not None
+            self._written += len(data)
             self._transport.write(data)
 
-    def writelines(self, parts: list[bytes]) -> None:
+    def writelines(self, parts: Sequence[bytes | memoryview]) -> None:
+        """Hand several buffers to the transport without joining them."""
         if not self.closed:
             assert self._transport is not None
+            self._written += sum(map(len, parts))
             self._transport.writelines(parts)
 
     async def drain(self) -> None:
@@ -752,7 +980,7 @@ class HttpConnection(asyncio.Protocol):
         cycle = self._cycle
         pause = (
             (self._stopped and not self._lingering)
-            or self.write_paused
+            or (self.write_paused and not self._lingering)
             or len(self._pipeline) > self.state.config.max_pipeline
             or (
                 cycle is not None
@@ -770,7 +998,7 @@ class HttpConnection(asyncio.Protocol):
             self._transport.resume_reading()
 
     def close(self) -> None:
-        """Close after what is written has been sent."""
+        """Close after what is written has been sent (the send timeout bounds the wait)."""
         if not self.closed:
             self.closed = True
             assert self._transport is not None
@@ -793,14 +1021,35 @@ class HttpConnection(asyncio.Protocol):
         return [c.task for c in self._pipeline if c.task is not None and not c.task.done()]
 
     def check_timeouts(self, now: float) -> None:
-        """Close an idle keep-alive connection or a stalled request (called every tick)."""
+        """Close an idle keep-alive connection, a stalled request or a peer that stopped
+        reading (called every tick)."""
+        transport = self._transport
+        if transport is None:
+            return
+        config = self.state.config
+        pending = transport.get_write_buffer_size()
+        if pending:
+            sent = self._written - pending
+            if sent != self._sent:
+                self._sent = sent
+                self._send_mark = now
+            elif now - self._send_mark > config.send_timeout:
+                log.info(
+                    "dropping %s: %d bytes unsent, none taken for %.0f s (--send-timeout)",
+                    self.client_address,
+                    pending,
+                    now - self._send_mark,
+                )
+                self.abort()
+                return
+        else:
+            self._sent = -1
         if self.closed:
             return
         if self._lingering:
             if now > self._linger_until:
                 self.close()
             return
-        config = self.state.config
         cycle = self._cycle
         if self._pipeline:
             # An app is working; only a body it is waiting for can stall.
@@ -816,7 +1065,7 @@ class HttpConnection(asyncio.Protocol):
                 self.close()
         elif self._in_headers:
             if now - self._begin_mark > config.header_timeout:
-                self._reject(408, "Request Timeout")
+                self._reject(errors.request_timeout(config.header_timeout))
         elif self._fresh:
             # A connection that never sends a request gets the header timeout, not the
             # (longer) keep-alive one.

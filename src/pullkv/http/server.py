@@ -7,8 +7,10 @@ It runs any ASGI 3 app (http and lifespan scopes) and adds two things ASGI serve
   GET/HEAD requests synchronously from pre-rendered bytes (see ``build_response``), with no
   task, scope or message dicts; ``None`` sends the request through ASGI as usual.
 
-Keep-alive, pipelining, 100-continue, request/response flow control, header limits, idle
-and header timeouts, TLS and graceful shutdown are handled here; see ``connection``.
+Keep-alive, pipelining, 100-continue, request/response flow control (a connection whose
+client does not read its responses is not answered further, and is dropped after the send
+timeout), header limits, idle and header timeouts, a connection limit, TLS and graceful
+shutdown are handled here; see ``connection``.
 """
 
 from __future__ import annotations
@@ -217,7 +219,12 @@ class Server:
         for conn in list(state.connections):
             conn.check_timeouts(now)
         config = self.config
-        interval = min(1.0, config.keep_alive_timeout / 4, config.header_timeout / 4)
+        interval = min(
+            1.0,
+            config.keep_alive_timeout / 4,
+            config.header_timeout / 4,
+            config.send_timeout / 4,
+        )
         self._tick_timer = loop.call_later(max(interval, 0.01), self._tick)
 
     def _cancel_timers(self) -> None:
