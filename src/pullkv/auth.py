@@ -111,6 +111,67 @@ def authorize(
             raise errors.permission_denied("the token is not valid for this namespace")
 
 
+def unrestricted_admin(token: TokenRecord) -> bool:
+    """Whether ``token`` is an admin limited neither to some namespaces nor to reading."""
+    return token.admin and token.namespaces is None and not token.read_only
+
+
+def creation_refusal(creator: TokenRecord, new: TokenRecord) -> str | None:
+    """Why ``creator`` may not create a token with the rights of ``new``, or None if it may.
+
+    A token never makes one that can do more than itself: same account, a subset of its
+    namespaces, read-only if it is, and admin or edge rights only from an unrestricted admin
+    (so a limited admin cannot mint a token that escapes its limits, and only the account's
+    full admins reach the internal API). The same rule says which tokens it may revoke.
+    """
+    if creator.account_id != new.account_id:
+        return "a token manages only tokens of its own account"
+    if not creator.admin:
+        return "managing tokens needs an admin token"
+    if (new.admin or new.edge) and not unrestricted_admin(creator):
+        return (
+            "only an admin token limited to no namespaces and not read-only may create or "
+            "revoke admin and edge tokens"
+        )
+    if creator.read_only and not new.read_only:
+        return "a read-only admin token creates and revokes only read-only tokens"
+    if creator.namespaces is not None:
+        if new.namespaces is None:
+            return (
+                "a token limited to some namespaces creates and revokes only tokens limited to "
+                "some of the same namespaces"
+            )
+        outside = sorted(set(new.namespaces) - set(creator.namespaces))
+        if outside:
+            return f"the token is not valid for namespace {outside[0]}"
+    return None
+
+
+def may_create(creator: TokenRecord, new: TokenRecord) -> bool:
+    """Whether ``creator`` may create (and so revoke, and see) a token like ``new``."""
+    return creation_refusal(creator, new) is None
+
+
+def authorize_creation(creator: TokenRecord, new: TokenRecord) -> None:
+    """Raise 403 unless ``creator`` may create or revoke a token like ``new``."""
+    reason = creation_refusal(creator, new)
+    if reason is not None:
+        raise errors.permission_denied(reason)
+
+
+def authorize_internal(token: TokenRecord, account_id: object) -> str:
+    """Raise 403 unless ``token`` is an edge token of ``account_id``; the account id.
+
+    The internal API serves sealed data and raw writes with no further scoping, so an edge
+    token reaches its own account only, whatever account a message names.
+    """
+    if not token.edge:
+        raise errors.permission_denied("the internal API needs an edge token")
+    if not isinstance(account_id, str) or account_id != token.account_id:
+        raise errors.permission_denied("the edge token is not valid for this account")
+    return account_id
+
+
 class Authenticator:
     """Turns a presented token into its record, caching verified tokens briefly.
 
@@ -142,6 +203,10 @@ class Authenticator:
         if record is None or not verify(record, token):
             self._cache.pop(cache_key, None)
             raise errors.authentication_error()
+        # Only the canonical spelling is remembered: the header's case and spacing vary
+        # freely, and variants of one token must not be able to crowd others out.
+        if authorization != f"Bearer {token}":
+            return record
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[cache_key] = (record, now + self._cache_seconds)

@@ -465,7 +465,7 @@ def token() -> None:
 @click.option(
     "--edge",
     is_flag=True,
-    help="The token lets a pullkv edge pull from this server (every account).",
+    help="The token lets a pullkv edge pull this account's data from this server.",
 )
 @pass_context
 def token_create(

@@ -14,11 +14,16 @@ from pullkv.auth import (
     ENV_ADMIN_ID,
     Authenticator,
     authorize,
+    authorize_creation,
+    authorize_internal,
     bearer_token,
+    creation_refusal,
     generate_token,
     hash_token,
     make_record,
+    may_create,
     token_id_of,
+    unrestricted_admin,
     verify,
 )
 from pullkv.types import TokenRecord
@@ -213,6 +218,128 @@ def test_authorize_account_is_checked_first() -> None:
         authorize(rec, OTHER_ACCOUNT, namespace_id=NS2, write=True, admin=True)
 
 
+# Creating and revoking tokens: a new token's rights are a subset of its creator's.
+def test_unrestricted_admin() -> None:
+    assert unrestricted_admin(record(admin=True)[1])
+    assert unrestricted_admin(record(admin=True, edge=True)[1])
+    assert not unrestricted_admin(record()[1])
+    assert not unrestricted_admin(record(admin=True, read_only=True)[1])
+    assert not unrestricted_admin(record(admin=True, namespaces=(NS1,))[1])
+    assert not unrestricted_admin(record(admin=True, namespaces=())[1])
+
+
+def test_unrestricted_admin_creates_anything_in_its_account() -> None:
+    _, creator = record(admin=True)
+    for changes in (
+        {},
+        {"admin": True},
+        {"edge": True},
+        {"admin": True, "edge": True},
+        {"read_only": True, "namespaces": (NS1,)},
+    ):
+        assert creation_refusal(creator, record(**changes)[1]) is None, changes
+    with raises_kv(403, errors.AUTHENTICATION, "own account"):
+        authorize_creation(creator, record(account_id=OTHER_ACCOUNT)[1])
+
+
+@pytest.mark.parametrize(
+    ("creator", "new", "reason"),
+    [
+        ({}, {}, "needs an admin token"),
+        ({"edge": True}, {"read_only": True}, "needs an admin token"),
+        ({"admin": True, "namespaces": (NS1,)}, {"namespaces": (NS1,), "admin": True}, "admin"),
+        ({"admin": True, "namespaces": (NS1,)}, {"namespaces": (NS1,), "edge": True}, "edge"),
+        ({"admin": True, "namespaces": (NS1,)}, {}, "limited to some"),
+        ({"admin": True, "namespaces": (NS1,)}, {"namespaces": (NS1, NS2)}, NS2),
+        ({"admin": True, "namespaces": (NS1,)}, {"namespaces": (NS2,)}, NS2),
+        ({"admin": True, "read_only": True}, {}, "read-only"),
+        ({"admin": True, "read_only": True}, {"namespaces": (NS1,)}, "read-only"),
+        ({"admin": True, "read_only": True}, {"read_only": True, "admin": True}, "admin"),
+        ({"admin": True, "read_only": True}, {"read_only": True, "edge": True}, "edge"),
+    ],
+)
+def test_creation_refused(creator: dict[str, Any], new: dict[str, Any], reason: str) -> None:
+    with raises_kv(403, errors.AUTHENTICATION, reason):
+        authorize_creation(record(**creator)[1], record(**new)[1])
+
+
+@pytest.mark.parametrize(
+    ("creator", "new"),
+    [
+        ({"admin": True, "namespaces": (NS1, NS2)}, {"namespaces": (NS1,)}),
+        ({"admin": True, "namespaces": (NS1, NS2)}, {"namespaces": (NS2, NS1)}),
+        ({"admin": True, "namespaces": (NS1,)}, {"namespaces": (NS1,), "read_only": True}),
+        ({"admin": True, "namespaces": (NS1,)}, {"namespaces": ()}),
+        ({"admin": True, "read_only": True}, {"read_only": True}),
+        ({"admin": True, "read_only": True}, {"read_only": True, "namespaces": (NS2,)}),
+        (
+            {"admin": True, "read_only": True, "namespaces": (NS1,)},
+            {"read_only": True, "namespaces": (NS1,)},
+        ),
+    ],
+)
+def test_creation_allowed(creator: dict[str, Any], new: dict[str, Any]) -> None:
+    authorize_creation(record(**creator)[1], record(**new)[1])
+
+
+_FLAGS = [
+    {"admin": admin, "edge": edge, "read_only": read_only, "namespaces": namespaces}
+    for admin in (False, True)
+    for edge in (False, True)
+    for read_only in (False, True)
+    for namespaces in (None, (), (NS1,), (NS1, NS2), (NS2,))
+]
+# Every check ``authorize`` and the internal API make, as keyword arguments.
+_OPERATIONS: list[dict[str, Any]] = [
+    {"namespace_id": namespace_id, "write": write, "account_wide": wide, "admin": admin}
+    for namespace_id in (None, NS1, NS2)
+    for write in (False, True)
+    for wide in (False, True)
+    for admin in (False, True)
+]
+
+
+def _allowed(token: TokenRecord, **operation: Any) -> bool:
+    try:
+        authorize(token, ACCOUNT, **operation)
+    except errors.KVError:
+        return False
+    return True
+
+
+def test_no_token_creates_one_that_can_do_more_than_itself() -> None:
+    tokens = [record(**flags)[1] for flags in _FLAGS]
+    checked = 0
+    for creator in tokens:
+        for new in tokens:
+            if not may_create(creator, new):
+                continue
+            checked += 1
+            for operation in _OPERATIONS:
+                if _allowed(new, **operation):
+                    assert _allowed(creator, **operation), (creator, new, operation)
+            if new.edge:
+                assert creator.edge or unrestricted_admin(creator)
+            # What the new token may create, its creator may too (no escalation in steps).
+            for grandchild in tokens:
+                if may_create(new, grandchild):
+                    assert may_create(creator, grandchild), (creator, new, grandchild)
+    assert checked > 100  # the loop did compare real pairs
+
+
+def test_internal_api_needs_an_edge_token_of_the_account() -> None:
+    _, edge = record(edge=True)
+    assert authorize_internal(edge, ACCOUNT) == ACCOUNT
+    with raises_kv(403, errors.AUTHENTICATION, "needs an edge token"):
+        authorize_internal(record(admin=True)[1], ACCOUNT)
+    with raises_kv(403, errors.AUTHENTICATION, "not valid for this account"):
+        authorize_internal(edge, OTHER_ACCOUNT)
+    with raises_kv(403, errors.AUTHENTICATION, "not valid for this account"):
+        authorize_internal(edge, None)
+    with raises_kv(403, errors.AUTHENTICATION, "not valid for this account"):
+        authorize_internal(edge, [ACCOUNT])
+
+
 # Authenticator, over a store that only holds tokens.
 class TokenStore:
     def __init__(self) -> None:
@@ -330,3 +457,16 @@ async def test_peek_forgets_revoked_tokens(store: TokenStore, authenticator: Aut
     assert authenticator.peek(header.encode()) == rec
     authenticator.forget(rec.id)
     assert authenticator.peek(header.encode()) is None
+
+
+async def test_only_the_canonical_header_is_cached(
+    store: TokenStore, authenticator: Authenticator
+) -> None:
+    token, rec = record()
+    store.tokens[rec.id] = rec
+    for padding in range(1, 50):  # variants verify, but do not fill the cache
+        assert await authenticator.authenticate(f"bearer{' ' * padding}{token}") == rec
+    assert store.lookups == 49
+    assert authenticator.peek(f"bearer {token}".encode()) is None
+    await authenticator.authenticate(f"Bearer {token}")
+    assert authenticator.peek(f"Bearer {token}".encode()) == rec

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -12,7 +13,7 @@ from typing import Any
 from pullkv import errors
 from pullkv.auth import Authenticator
 from pullkv.backend import Backend
-from pullkv.http import internal
+from pullkv.http import internal, openapi
 from pullkv.http.asgi import Receive, Request, Response, Scope, Send, envelope, error_response
 from pullkv.http.binding import NAMESPACE_HEADER, BindingAPI, binding_error
 from pullkv.http.hot import HotReads
@@ -54,6 +55,35 @@ _IDENTITY_ROUTES: dict[str, Callable[[TokenRecord], Response]] = {
     "/client/v4/user/tokens/verify": _verify,
     "/client/v4/user": _user,
 }
+
+# Every metrics label a request may carry. Labels come only from this fixed set, never from
+# the request, so no path (made up, unauthenticated) adds a series: anything else is
+# "unknown". A router that names a new route adds it here (tests/unit/test_routes.py checks).
+ROUTES = frozenset(
+    {
+        # The REST handlers: RestAPI._run labels a request with its handler's name.
+        *(
+            name
+            for name, member in vars(RestAPI).items()
+            if not name.startswith("_")
+            and name != "dispatch"
+            and inspect.iscoroutinefunction(member)
+        ),
+        "binding",
+        "binding.bulk_get",
+        "binding.list",
+        "binding.get",
+        "binding.put",
+        "binding.delete",
+        *internal.ROUTES,
+        "identity",
+        "healthz",
+        "readyz",
+        "openapi",
+        "metrics",
+        "unknown",
+    }
+)
 
 
 class App:
@@ -104,7 +134,8 @@ class App:
         """Answer one request; every failure becomes a Cloudflare error envelope."""
         started = time.perf_counter()
         response = await self._answer(request)
-        self.metrics.requests.labels(request.route).observe(time.perf_counter() - started)
+        route = request.route if request.route in ROUTES else "unknown"
+        self.metrics.requests.labels(route).observe(time.perf_counter() - started)
         return response
 
     async def _answer(self, request: Request) -> Response:
@@ -137,9 +168,15 @@ class App:
             token = await self.authenticator.authenticate(request.header("authorization"))
             return await self.rest.dispatch(request, token)
         if path.startswith(INTERNAL_PREFIX) and self.internal is not None:
-            request.route = "internal." + path[len(INTERNAL_PREFIX) :]
+            request.route = internal.route_name(path)
             token = await self.authenticator.authenticate(request.header("authorization"))
             return await internal.dispatch(self.internal, request, token)
+        if path == openapi.PATH:
+            # The API's description holds no data, so it needs no token (tools fetch it first).
+            request.route = "openapi"
+            if request.method not in ("GET", "HEAD"):
+                raise errors.method_not_allowed(request.method)
+            return Response(200, openapi.document())
         if path == "/healthz":
             request.route = "healthz"
             return Response(200, b"ok\n", b"text/plain")
@@ -151,10 +188,15 @@ class App:
         if path == "/metrics":
             request.route = "metrics"
             token = await self.authenticator.authenticate(request.header("authorization"))
-            if not (token.admin or token.edge):
-                raise errors.permission_denied("metrics need an admin or edge token")
+            # Metrics describe the whole node (every account's traffic), so not a token
+            # limited to some namespaces.
+            if not (token.edge or (token.admin and token.namespaces is None)):
+                raise errors.permission_denied(
+                    "metrics need an edge token or an admin token not limited to namespaces"
+                )
             return Response(200, self.metrics.render(), PROMETHEUS_TYPE)
-        if request.method == "GET" and path in _IDENTITY_ROUTES:
+        if request.method in ("GET", "HEAD") and path in _IDENTITY_ROUTES:
+            request.route = "identity"
             token = await self.authenticator.authenticate(request.header("authorization"))
             return _IDENTITY_ROUTES[path](token)
         raise errors.no_route(path)

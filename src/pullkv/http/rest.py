@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from pullkv import errors
-from pullkv.auth import Authenticator, authorize, generate_token, make_record
+from pullkv.auth import (
+    Authenticator,
+    authorize,
+    authorize_creation,
+    generate_token,
+    make_record,
+    may_create,
+)
 from pullkv.backend import CacheInfo
 from pullkv.http.asgi import OCTET_TYPE, Request, Response, envelope, error_response
 from pullkv.http.multipart import parse_form
@@ -52,8 +59,13 @@ Handler = Callable[["RestAPI", Call], Awaitable[Response]]
 
 
 def header_json(metadata_json: str) -> bytes:
-    """Metadata re-serialised as ASCII-only JSON, safe in an HTTP header."""
-    return json.dumps(json.loads(metadata_json), separators=(",", ":")).encode("ascii")
+    """Metadata re-serialised as ASCII-only JSON, safe in an HTTP header.
+
+    DEL, the one ASCII control character JSON leaves unescaped, is escaped too: it is not
+    allowed in a header value (RFC 9110 field-vchar) and strict clients refuse it.
+    """
+    text = json.dumps(json.loads(metadata_json), separators=(",", ":"))
+    return text.replace("\x7f", "\\u007f").encode("ascii")
 
 
 def value_headers(
@@ -87,13 +99,10 @@ def _one_of(name: str, raw: str | None, allowed: tuple[str, ...], default: str) 
     return raw
 
 
-def _positive(name: str, raw: str | None, default: int) -> int:
+def _positive(name: str, raw: str | None, default: int, maximum: int) -> int:
     if raw is None or raw == "":
         return default
-    value = parse_int(name, raw)
-    if value < 1:
-        raise errors.bad_request(f"Invalid {name} of {value}: must be at least 1")
-    return value
+    return parse_int(name, raw, (1, maximum))
 
 
 def expiration_param(name: str, raw: Any) -> int | None:
@@ -171,7 +180,9 @@ class RestAPI:
         raise errors.no_route(request.raw_path)
 
     async def _run(self, call: Call, handlers: Mapping[str, Handler]) -> Response:
-        handler = handlers.get(call.request.method)
+        method = call.request.method
+        # HEAD is GET without the body (the HTTP server leaves the body out).
+        handler = handlers.get("GET" if method == "HEAD" else method)
         if handler is None:
             raise errors.method_not_allowed(call.request.method)
         call.request.route = handler.__name__
@@ -182,10 +193,11 @@ class RestAPI:
         """GET namespaces: page, per_page (clamped to 1,000), order, direction."""
         request = call.request
         authorize(call.token, call.account_id)
-        page = _positive("page", request.query("page"), 1)
+        most = self.limits.max_integer_param
+        page = _positive("page", request.query("page"), 1, most)
         per_page = min(
             _positive(
-                "per_page", request.query("per_page"), self.limits.namespaces_default_per_page
+                "per_page", request.query("per_page"), self.limits.namespaces_default_per_page, most
             ),
             self.limits.namespaces_max_per_page,
         )
@@ -410,15 +422,20 @@ class RestAPI:
         raise errors.no_route(call.request.raw_path)
 
     async def list_tokens(self, call: Call) -> Response:
-        """GET tokens: the account's tokens, never their secrets."""
+        """GET tokens: the account's tokens, never their secrets.
+
+        A limited admin sees itself and the tokens it could have created (and may revoke).
+        """
         authorize(call.token, call.account_id, admin=True)
         tokens = await self.service.backend.list_tokens(call.account_id)
-        return envelope([t.to_api() for t in tokens])
+        shown = [t for t in tokens if t.id == call.token.id or may_create(call.token, t)]
+        return envelope([t.to_api() for t in shown])
 
     async def create_token(self, call: Call) -> Response:
         """POST tokens: {name, namespaces?, read_only?, admin?, edge?}; shown once.
 
-        An edge token lets a pullkv edge use this node's internal API for every account.
+        The new token can do no more than the one creating it (``auth.creation_refusal``).
+        An edge token lets a pullkv edge use this node's internal API for its account.
         """
         authorize(call.token, call.account_id, admin=True)
         body = await call.request.json(self.limits.json_body_max_bytes)
@@ -436,7 +453,6 @@ class RestAPI:
                 raise errors.bad_request('"namespaces" must be a list of namespace ids')
             for namespace_id in namespaces:
                 validate_id("namespace", namespace_id)
-                await self.service.namespace(call.account_id, namespace_id, "create token")
         if not all(isinstance(flag, bool) for flag in (read_only, admin, edge)):
             raise errors.bad_request('"read_only", "admin" and "edge" must be true or false')
         token_id, token = generate_token()
@@ -451,12 +467,21 @@ class RestAPI:
             admin=admin,
             edge=edge,
         )
+        # Rights first, existence second: a limited admin learns nothing of namespaces
+        # outside its own.
+        authorize_creation(call.token, record)
+        for namespace_id in namespaces or ():
+            await self.service.namespace(call.account_id, namespace_id, "create token")
         await self.service.backend.add_token(record)
         return envelope({**record.to_api(), "value": token})
 
     async def revoke_token(self, call: Call) -> Response:
-        """DELETE tokens/{id}: revoke at once."""
+        """DELETE tokens/{id}: revoke at once; only a token the caller could have created."""
         authorize(call.token, call.account_id, admin=True)
+        target = await self.service.backend.get_token(call.token_id)
+        if target is None or target.account_id != call.account_id:
+            raise errors.token_not_found(call.token_id)
+        authorize_creation(call.token, target)
         if not await self.service.backend.revoke_token(call.account_id, call.token_id):
             raise errors.token_not_found(call.token_id)
         self.authenticator.forget(call.token_id)
