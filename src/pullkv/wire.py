@@ -13,7 +13,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from pullkv.backend import Fetched
+from pullkv.errors import KVError
 from pullkv.types import ListedKey, Namespace, SealedEntry, SealedWrite, TokenRecord
+from pullkv.validate import parse_json
 
 MAGIC = b"PKV1"
 CONTENT_TYPE = "application/x-pullkv"
@@ -36,9 +38,9 @@ def unpack(data: bytes) -> tuple[Any, list[bytes]]:
         raise WireError("not a pullkv message")
     size = int.from_bytes(data[4:8], "big")
     try:
-        frame = json.loads(data[8 : 8 + size])
+        frame = parse_json(data[8 : 8 + size], "pullkv message header")
         lengths = [int(n) for n in frame["l"]]
-    except (ValueError, KeyError, TypeError):
+    except (KVError, ValueError, KeyError, TypeError):
         raise WireError("malformed pullkv message header") from None
     offset = 8 + size
     blobs = []

@@ -403,6 +403,7 @@ def test_huge_numbers_are_400(digits: str) -> None:
 
 def test_twenty_digit_numbers_still_parse() -> None:
     assert parse_int("page", "9" * 20) == int("9" * 20)
-    assert parse_cache_ttl("9" * 20, L) == int("9" * 20)
+    with raises(400, errors.BAD_REQUEST, "cache_ttl of 9+: must be between 30 and"):
+        parse_cache_ttl("9" * 20, L)  # past the 32-bit bound (issue 8 §6)
     with raises(400, errors.INVALID_LIST_LIMIT, "less than 1000"):
         parse_list_limit("9" * 20, L)

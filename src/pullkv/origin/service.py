@@ -31,6 +31,7 @@ from pullkv.types import (
     ValueWrite,
 )
 from pullkv.validate import (
+    parse_json,
     validate_jurisdiction,
     validate_key,
     validate_prefix,
@@ -259,10 +260,10 @@ def render_bulk_get(
         text = entry.value.decode("utf-8", errors="replace")
         value: Any = text
         if kind == "json":
-            try:
-                value = json.loads(text)
-            except ValueError:
-                raise errors.bulk_get_not_json() from None
+            # Bounded parsing: a value nested past the depth limit would overflow the stack.
+            value = parse_json(
+                text, "value", limits.max_json_depth, lambda _: errors.bulk_get_not_json()
+            )
         if with_metadata:
             item: dict[str, Any] = {
                 "value": value,
