@@ -43,7 +43,9 @@ def parse_form(content_type: str, body: bytes) -> dict[str, Part]:
         header_value.extend(buf[start:end])
 
     def on_header_end() -> None:
-        headers[header_field.decode("latin-1").lower()] = header_value.decode("utf-8", "replace")
+        # Latin-1 keeps the bytes as sent: parse_options_header re-encodes to latin-1, and
+        # field names in UTF-8 are decoded from those bytes below.
+        headers[header_field.decode("latin-1").lower()] = header_value.decode("latin-1")
         header_field.clear()
         header_value.clear()
 
@@ -81,7 +83,7 @@ def parse_form(content_type: str, body: bytes) -> dict[str, Part]:
     try:
         parser.write(body)
         parser.finalize()
-    except MultipartParseError as exc:
+    except (MultipartParseError, ValueError) as exc:
         raise errors.bad_request(f"Malformed multipart/form-data body: {exc}") from None
     if not parts and body.strip():
         raise errors.bad_request("Malformed multipart/form-data body: no parts found")
