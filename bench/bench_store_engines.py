@@ -278,14 +278,14 @@ def http_rounds(args: argparse.Namespace, wrk: str, base_url: str, tmp: Path) ->
 async def fill_sqlite(path: Path, count: int) -> float:
     """A SQLite store of ``count`` keys in one namespace, through the Store API; seconds."""
     from pullkv.store.sqlite import SQLiteStore
-    from pullkv.types import Namespace, SealedWrite
+    from pullkv.types import NamespaceRecord, SealedWrite
 
     started = time.monotonic()
     store = SQLiteStore(path)
     try:
         await store.add_data_key(1, os.urandom(60))
         await store.set_setting("default_account_id", ACCOUNT_ID)
-        namespace = Namespace(uuid.uuid4().hex, ACCOUNT_ID, "copied")
+        namespace = NamespaceRecord(uuid.uuid4().hex, ACCOUNT_ID, "copied")
         await store.create_namespace(namespace, 1000)
         filler = os.urandom(100)
         for start in range(0, count, 10_000):

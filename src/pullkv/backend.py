@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from pullkv.store.base import NamespaceOrder
-from pullkv.types import ListedKey, Namespace, SealedEntry, SealedWrite, TokenRecord
+from pullkv.types import ListedKey, NamespaceRecord, SealedEntry, SealedWrite, TokenRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +100,9 @@ class Backend(TokenSource, KeySource, Protocol):
         """Release resources."""
 
     # Namespaces.
-    async def namespace(self, account_id: str, namespace_id: str, operation: str) -> Namespace:
+    async def namespace(
+        self, account_id: str, namespace_id: str, operation: str
+    ) -> NamespaceRecord:
         """The namespace if it exists in this account; 404 (KVError) otherwise."""
 
     async def list_namespaces(
@@ -111,13 +113,15 @@ class Backend(TokenSource, KeySource, Protocol):
         offset: int,
         limit: int,
         only: Sequence[str] | None,
-    ) -> tuple[list[Namespace], int]:
+    ) -> tuple[list[NamespaceRecord], int]:
         """A page of an account's namespaces and the total."""
 
-    async def create_namespace(self, namespace: Namespace) -> Namespace:
+    async def create_namespace(self, namespace: NamespaceRecord) -> NamespaceRecord:
         """Create a namespace (id and title already chosen and validated)."""
 
-    async def rename_namespace(self, account_id: str, namespace_id: str, title: str) -> Namespace:
+    async def rename_namespace(
+        self, account_id: str, namespace_id: str, title: str
+    ) -> NamespaceRecord:
         """Give a namespace a new (validated) title."""
 
     async def delete_namespace(self, account_id: str, namespace_id: str) -> None:

@@ -243,7 +243,7 @@ def _tls(cert: Path | None, key: Path | None) -> tuple[Path, Path] | None:
 
 def _launch(config: Any, options: dict[str, Any]) -> None:
     from pullkv.node import Node, NodeError
-    from pullkv.server import configure_logging, run
+    from pullkv.runner import configure_logging, run
 
     configure_logging(options["log_level"])
     tls = _tls(options["tls_cert"], options["tls_key"])

@@ -35,7 +35,7 @@ from pullkv.keyring import KeyringHolder, ensure_keyring
 from pullkv.limits import DEFAULT_LIMITS, MIB, Limits
 from pullkv.metrics import Metrics
 from pullkv.origin.local import LocalBackend
-from pullkv.origin.service import KVService
+from pullkv.service import KVService
 from pullkv.store import open_store, sqlite_path_for
 from pullkv.store.base import Store
 

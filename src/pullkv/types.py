@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 
 @dataclass(frozen=True, slots=True)
-class Namespace:
+class NamespaceRecord:
     """A KV namespace: an id (32 lowercase hex), its account and a title unique in it."""
 
     id: str

@@ -14,7 +14,7 @@ from typing import Any
 
 from pullkv.backend import Fetched
 from pullkv.errors import KVError
-from pullkv.types import ListedKey, Namespace, SealedEntry, SealedWrite, TokenRecord
+from pullkv.types import ListedKey, NamespaceRecord, SealedEntry, SealedWrite, TokenRecord
 from pullkv.validate import parse_json
 
 MAGIC = b"PKV1"
@@ -55,7 +55,7 @@ def unpack(data: bytes) -> tuple[Any, list[bytes]]:
 
 
 # Records as they travel between tiers.
-def namespace_to_wire(namespace: Namespace) -> dict[str, Any]:
+def namespace_to_wire(namespace: NamespaceRecord) -> dict[str, Any]:
     """A namespace as JSON."""
     return {
         "id": namespace.id,
@@ -65,9 +65,9 @@ def namespace_to_wire(namespace: Namespace) -> dict[str, Any]:
     }
 
 
-def namespace_from_wire(data: dict[str, Any]) -> Namespace:
+def namespace_from_wire(data: dict[str, Any]) -> NamespaceRecord:
     """A namespace from JSON."""
-    return Namespace(data["id"], data["account_id"], data["title"], data.get("jurisdiction"))
+    return NamespaceRecord(data["id"], data["account_id"], data["title"], data.get("jurisdiction"))
 
 
 def token_to_wire(token: TokenRecord) -> dict[str, Any]:

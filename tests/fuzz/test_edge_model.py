@@ -40,7 +40,7 @@ from pullkv.keyring import KeyringHolder, ensure_keyring
 from pullkv.limits import DEFAULT_LIMITS
 from pullkv.metrics import Metrics
 from pullkv.origin.local import LocalBackend
-from pullkv.origin.service import KVService
+from pullkv.service import KVService
 from pullkv.store.sqlite import SQLiteStore
 from pullkv.types import Entry, ValueWrite
 from tests.unit.helpers import FakeClock

@@ -31,7 +31,7 @@ from pullkv.metrics import Metrics
 from pullkv.origin.local import LocalBackend
 from pullkv.store.base import NamespaceOrder
 from pullkv.store.sqlite import SQLiteStore
-from pullkv.types import ListedKey, Namespace, SealedWrite, TokenRecord
+from pullkv.types import ListedKey, NamespaceRecord, SealedWrite, TokenRecord
 from tests.unit.helpers import FakeClock, raises_kv
 
 ACCOUNT = "0" * 32
@@ -95,7 +95,9 @@ class CountingUpstream:
         self.calls["close"] += 1
         await self.inner.close()
 
-    async def namespace(self, account_id: str, namespace_id: str, operation: str) -> Namespace:
+    async def namespace(
+        self, account_id: str, namespace_id: str, operation: str
+    ) -> NamespaceRecord:
         self._call("namespace")
         found = await self.inner.namespace(account_id, namespace_id, operation)
         await self._deliver("namespace")
@@ -109,15 +111,17 @@ class CountingUpstream:
         offset: int,
         limit: int,
         only: Sequence[str] | None,
-    ) -> tuple[list[Namespace], int]:
+    ) -> tuple[list[NamespaceRecord], int]:
         self._call("list_namespaces")
         return await self.inner.list_namespaces(account_id, order, descending, offset, limit, only)
 
-    async def create_namespace(self, namespace: Namespace) -> Namespace:
+    async def create_namespace(self, namespace: NamespaceRecord) -> NamespaceRecord:
         self._call("create_namespace")
         return await self.inner.create_namespace(namespace)
 
-    async def rename_namespace(self, account_id: str, namespace_id: str, title: str) -> Namespace:
+    async def rename_namespace(
+        self, account_id: str, namespace_id: str, title: str
+    ) -> NamespaceRecord:
         self._call("rename_namespace")
         return await self.inner.rename_namespace(account_id, namespace_id, title)
 
@@ -254,7 +258,7 @@ class World:
         return result.versions[key]
 
     async def new_namespace(self, title: str) -> str:
-        namespace = Namespace(uuid.uuid4().hex, ACCOUNT, title)
+        namespace = NamespaceRecord(uuid.uuid4().hex, ACCOUNT, title)
         await self.local.create_namespace(namespace)
         return namespace.id
 
@@ -1292,7 +1296,7 @@ async def test_writes_and_management_fail_fast_while_open(world: World) -> None:
     with raises_kv(503, errors.UNAVAILABLE):
         await world.edge.list_keys(ACCOUNT, world.ns, "", None, 10)
     with raises_kv(503, errors.UNAVAILABLE):
-        await world.edge.create_namespace(Namespace("e" * 32, ACCOUNT, "new"))
+        await world.edge.create_namespace(NamespaceRecord("e" * 32, ACCOUNT, "new"))
     assert world.up.calls["write"] == world.up.calls["delete"] == 0
     assert world.up.calls["list_keys"] == world.up.calls["create_namespace"] == 0
 

@@ -12,7 +12,7 @@ import pytest
 from pullkv.crypto import CryptoError, Keyring, key_id_of, new_key, part_aad, unwrap_key
 from pullkv.keyring import KeyringHolder, ensure_keyring, load_keyring, reencrypt, rotate
 from pullkv.store.sqlite import SQLiteStore
-from pullkv.types import Namespace, SealedEntry, SealedWrite
+from pullkv.types import NamespaceRecord, SealedEntry, SealedWrite
 from tests.unit.helpers import FakeClock
 
 ACCOUNT = "0" * 32
@@ -31,7 +31,7 @@ def master() -> bytes:
 
 
 async def make_ns(store: SQLiteStore) -> str:
-    namespace = Namespace(uuid.uuid4().hex, ACCOUNT, uuid.uuid4().hex)
+    namespace = NamespaceRecord(uuid.uuid4().hex, ACCOUNT, uuid.uuid4().hex)
     await store.create_namespace(namespace, 1000)
     return namespace.id
 

@@ -1,4 +1,4 @@
-"""Unit tests for pullkv.origin.service: Workers KV semantics over a real SQLite store.
+"""Unit tests for pullkv.service: Workers KV semantics over a real SQLite store.
 
 Time is a fake clock that only moves when a test advances it. Case ids (G3, L10, B5, ...)
 refer to /work/shared/reference/behaviour-cases.md.
@@ -18,7 +18,7 @@ from pullkv.crypto import key_id_of, new_key, part_aad
 from pullkv.keyring import KeyringHolder, ensure_keyring, rotate
 from pullkv.limits import DEFAULT_LIMITS, MIB, Limits
 from pullkv.origin.local import LocalBackend
-from pullkv.origin.service import KVService, render_bulk_get
+from pullkv.service import KVService, render_bulk_get
 from pullkv.store.sqlite import SQLiteStore
 from pullkv.types import Entry, SealedWrite, ValueWrite
 from pullkv.validate import resolve_expiration

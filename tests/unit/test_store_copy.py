@@ -14,7 +14,7 @@ from pullkv.store.base import Store
 from pullkv.store.copy import PROGRESS_SETTING, copy_store, digest_store
 from pullkv.store.postgres import PostgresStore
 from pullkv.store.sqlite import SQLiteStore
-from pullkv.types import Namespace, SealedEntry, SealedWrite, TokenRecord
+from pullkv.types import NamespaceRecord, SealedEntry, SealedWrite, TokenRecord
 from tests.pg import fresh_schema
 
 ACCOUNT = "0" * 32
@@ -42,9 +42,9 @@ async def fill(store: Store, entries: int = 700) -> None:
     await store.add_data_key(2, b"wrapped-2")
     await store.set_setting("default_account_id", ACCOUNT)
     await store.set_setting("admin_token_id", "t1")
-    await store.create_namespace(Namespace(NS[0], ACCOUNT, "Title"), 100)
-    await store.create_namespace(Namespace(NS[1], ACCOUNT, "title", "eu"), 100)
-    await store.create_namespace(Namespace(NS[2], OTHER, "Title"), 100)
+    await store.create_namespace(NamespaceRecord(NS[0], ACCOUNT, "Title"), 100)
+    await store.create_namespace(NamespaceRecord(NS[1], ACCOUNT, "title", "eu"), 100)
+    await store.create_namespace(NamespaceRecord(NS[2], OTHER, "Title"), 100)
     await store.add_token(token("t1", admin=True, edge=True))
     await store.add_token(token("t2", namespaces=(NS[0],), read_only=True, revoked_at=500))
     await store.add_token(token("t3", OTHER, namespaces=()))

@@ -13,7 +13,7 @@ import pytest
 from pullkv import errors
 from pullkv.store.pg_schema import LATEST, MIGRATIONS
 from pullkv.store.postgres import MAX_GROUP, PostgresStore, redact_url
-from pullkv.types import Namespace, SealedWrite
+from pullkv.types import NamespaceRecord, SealedWrite
 from tests.pg import fresh_schema
 from tests.unit.helpers import raises_kv
 
@@ -39,7 +39,7 @@ def w(key: str, value: bytes = b"v") -> SealedWrite:
 
 async def make_ns(store: PostgresStore, title: str = "ns") -> str:
     namespace_id = (title.encode().hex() + "0" * 32)[:32]
-    await store.create_namespace(Namespace(namespace_id, ACCOUNT, title), 100)
+    await store.create_namespace(NamespaceRecord(namespace_id, ACCOUNT, title), 100)
     return namespace_id
 
 
@@ -247,7 +247,7 @@ async def test_conflicting_writes_in_one_group_each_get_their_answer(
         await asyncio.sleep(0.2)
         same_title = [
             asyncio.ensure_future(
-                store.create_namespace(Namespace(f"{i:032x}", ACCOUNT, "same"), 100)
+                store.create_namespace(NamespaceRecord(f"{i:032x}", ACCOUNT, "same"), 100)
             )
             for i in range(1, 4)
         ]
@@ -258,11 +258,11 @@ async def test_conflicting_writes_in_one_group_each_get_their_answer(
         await asyncio.sleep(0.1)
     await held
     created = await asyncio.gather(*same_title, return_exceptions=True)
-    assert sum(isinstance(c, Namespace) for c in created) == 1
+    assert sum(isinstance(c, NamespaceRecord) for c in created) == 1
     assert all(
         isinstance(c, errors.KVError) and c.code == errors.DUPLICATE_TITLE
         for c in created
-        if not isinstance(c, Namespace)
+        if not isinstance(c, NamespaceRecord)
     )
     deleted, missing = await asyncio.gather(*deletes, return_exceptions=True)
     assert isinstance(deleted, int)

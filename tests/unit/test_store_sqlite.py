@@ -20,7 +20,7 @@ from pullkv import errors
 from pullkv.store.base import Store
 from pullkv.store.postgres import PostgresStore
 from pullkv.store.sqlite import MAX_GROUP, SQLiteStore, prefix_upper_bound
-from pullkv.types import Namespace, SealedWrite, TokenRecord
+from pullkv.types import NamespaceRecord, SealedWrite, TokenRecord
 from tests.pg import fresh_schema
 from tests.unit.helpers import raises_kv
 
@@ -76,7 +76,7 @@ def w(
 
 
 async def make_ns(store: Store, account: str = ACCOUNT, title: str | None = None) -> str:
-    namespace = Namespace(new_id(), account, title or f"ns-{new_id()}")
+    namespace = NamespaceRecord(new_id(), account, title or f"ns-{new_id()}")
     await store.create_namespace(namespace, 1000)
     return namespace.id
 
@@ -100,11 +100,11 @@ async def test_settings(store: Store) -> None:
 
 # Namespaces.
 async def test_namespace_lifecycle(store: Store) -> None:
-    namespace = Namespace(new_id(), ACCOUNT, "first")
+    namespace = NamespaceRecord(new_id(), ACCOUNT, "first")
     assert await store.create_namespace(namespace, 10) == namespace
     assert await store.get_namespace(namespace.id) == namespace
     renamed = await store.rename_namespace(namespace.id, "second")
-    assert renamed == Namespace(namespace.id, ACCOUNT, "second")
+    assert renamed == NamespaceRecord(namespace.id, ACCOUNT, "second")
     assert await store.get_namespace(namespace.id) == renamed
     assert await store.delete_namespace(namespace.id)
     assert await store.get_namespace(namespace.id) is None
@@ -116,22 +116,22 @@ async def test_get_unknown_namespace(store: Store) -> None:
 
 
 async def test_titles_unique_per_account(store: Store) -> None:
-    await store.create_namespace(Namespace(new_id(), ACCOUNT, "title"), 10)
+    await store.create_namespace(NamespaceRecord(new_id(), ACCOUNT, "title"), 10)
     with raises_kv(400, errors.DUPLICATE_TITLE, "title"):
-        await store.create_namespace(Namespace(new_id(), ACCOUNT, "title"), 10)
-    other = Namespace(new_id(), OTHER_ACCOUNT, "title")
+        await store.create_namespace(NamespaceRecord(new_id(), ACCOUNT, "title"), 10)
+    other = NamespaceRecord(new_id(), OTHER_ACCOUNT, "title")
     assert await store.create_namespace(other, 10) == other
     # Titles are case-sensitive.
-    await store.create_namespace(Namespace(new_id(), ACCOUNT, "Title"), 10)
+    await store.create_namespace(NamespaceRecord(new_id(), ACCOUNT, "Title"), 10)
     listed, total = await store.list_namespaces(ACCOUNT, "title", False, 0, 10)
     assert total == 2 and [n.title for n in listed] == ["Title", "title"]
 
 
 async def test_duplicate_id_is_refused(store: Store) -> None:
-    namespace = Namespace(new_id(), ACCOUNT, "one")
+    namespace = NamespaceRecord(new_id(), ACCOUNT, "one")
     await store.create_namespace(namespace, 10)
     with pytest.raises(errors.KVError):
-        await store.create_namespace(Namespace(namespace.id, ACCOUNT, "two"), 10)
+        await store.create_namespace(NamespaceRecord(namespace.id, ACCOUNT, "two"), 10)
     assert await store.get_namespace(namespace.id) == namespace
 
 
@@ -140,7 +140,7 @@ async def test_rename_conflicts(store: Store) -> None:
     b = await make_ns(store, title="b")
     with raises_kv(400, errors.DUPLICATE_TITLE):
         await store.rename_namespace(b, "a")
-    assert (await store.get_namespace(b)) == Namespace(b, ACCOUNT, "b")
+    assert (await store.get_namespace(b)) == NamespaceRecord(b, ACCOUNT, "b")
     assert (await store.rename_namespace(a, "a")).title == "a"  # to its own title
     await store.rename_namespace(a, "c")
     await make_ns(store, title="a")  # the old title is free again
@@ -164,12 +164,12 @@ async def test_max_namespaces_per_account(store: Store) -> None:
     ids = []
     for i in range(3):
         ids.append(new_id())
-        await store.create_namespace(Namespace(ids[-1], ACCOUNT, f"t{i}"), 3)
+        await store.create_namespace(NamespaceRecord(ids[-1], ACCOUNT, f"t{i}"), 3)
     with raises_kv(400, errors.TOO_MANY_NAMESPACES, "at most 3"):
-        await store.create_namespace(Namespace(new_id(), ACCOUNT, "t3"), 3)
-    await store.create_namespace(Namespace(new_id(), OTHER_ACCOUNT, "t3"), 3)
+        await store.create_namespace(NamespaceRecord(new_id(), ACCOUNT, "t3"), 3)
+    await store.create_namespace(NamespaceRecord(new_id(), OTHER_ACCOUNT, "t3"), 3)
     await store.delete_namespace(ids[0])
-    await store.create_namespace(Namespace(new_id(), ACCOUNT, "t3"), 3)
+    await store.create_namespace(NamespaceRecord(new_id(), ACCOUNT, "t3"), 3)
     _, total = await store.list_namespaces(ACCOUNT, "id", False, 0, 100)
     assert total == 3
 
@@ -704,7 +704,7 @@ async def test_data_survives_reopening(backend: Backend) -> None:
 
     second = await backend.open()
     try:
-        assert await second.get_namespace(ns) == Namespace(ns, ACCOUNT, "kept")
+        assert await second.get_namespace(ns) == NamespaceRecord(ns, ACCOUNT, "kept")
         entry = await second.get(ns, "k", 0)
         assert entry is not None
         assert (entry.value, entry.metadata, entry.expiration, entry.version) == (

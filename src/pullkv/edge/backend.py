@@ -47,7 +47,7 @@ from pullkv.edge.cache import (
 from pullkv.limits import EDGE_TOKEN_RECORDS, EDGE_UNKNOWN_TOKENS
 from pullkv.metrics import Metrics
 from pullkv.store.base import NamespaceOrder
-from pullkv.types import ListedKey, Namespace, SealedEntry, SealedWrite, TokenRecord
+from pullkv.types import ListedKey, NamespaceRecord, SealedEntry, SealedWrite, TokenRecord
 
 log = logging.getLogger("pullkv.edge")
 T = TypeVar("T")
@@ -116,7 +116,7 @@ class EdgeBackend:
         self._unknown_tokens: dict[str, float] = {}  # token id: when the upstream denied it
         self._token_refreshing: set[str] = set()
         self._token_generation = 0  # bumped by revocations: older answers are not kept
-        self._namespaces: dict[tuple[str, str], tuple[Namespace, float]] = {}
+        self._namespaces: dict[tuple[str, str], tuple[NamespaceRecord, float]] = {}
         self._namespace_refreshing: set[tuple[str, str]] = set()
         self._background: set[asyncio.Task[None]] = set()
         metrics.watch_cache(
@@ -403,7 +403,9 @@ class EdgeBackend:
     # Namespaces: forwarded; a lookup is cached, and once older than the default cache TTL
     # it is still answered at once while a background lookup refreshes it. Writes are checked
     # at the origin anyway, so a stale "exists" costs nothing but a later 404 there.
-    async def namespace(self, account_id: str, namespace_id: str, operation: str) -> Namespace:
+    async def namespace(
+        self, account_id: str, namespace_id: str, operation: str
+    ) -> NamespaceRecord:
         """The namespace if it exists in this account."""
         group = (account_id, namespace_id)
         cached = self._namespaces.get(group)
@@ -447,18 +449,20 @@ class EdgeBackend:
         offset: int,
         limit: int,
         only: Sequence[str] | None,
-    ) -> tuple[list[Namespace], int]:
+    ) -> tuple[list[NamespaceRecord], int]:
         """Forwarded to the upstream."""
         return await self._upstream_call(
             "namespaces",
             self.upstream.list_namespaces(account_id, order, descending, offset, limit, only),
         )
 
-    async def create_namespace(self, namespace: Namespace) -> Namespace:
+    async def create_namespace(self, namespace: NamespaceRecord) -> NamespaceRecord:
         """Forwarded to the upstream."""
         return await self._upstream_call("namespaces", self.upstream.create_namespace(namespace))
 
-    async def rename_namespace(self, account_id: str, namespace_id: str, title: str) -> Namespace:
+    async def rename_namespace(
+        self, account_id: str, namespace_id: str, title: str
+    ) -> NamespaceRecord:
         """Forwarded to the upstream."""
         self._namespaces.pop((account_id, namespace_id), None)
         return await self._upstream_call(

@@ -19,7 +19,7 @@ import httpx
 from pullkv import errors, wire
 from pullkv.backend import Fetched, Lookup, WriteResult
 from pullkv.store.base import NamespaceOrder
-from pullkv.types import ListedKey, Namespace, SealedWrite, TokenRecord
+from pullkv.types import ListedKey, NamespaceRecord, SealedWrite, TokenRecord
 
 UPSTREAM_TOKEN_ENV = "PULLKV_UPSTREAM_TOKEN"
 
@@ -85,7 +85,9 @@ class UpstreamBackend:
         return response.status_code == 200
 
     # Namespaces.
-    async def namespace(self, account_id: str, namespace_id: str, operation: str) -> Namespace:
+    async def namespace(
+        self, account_id: str, namespace_id: str, operation: str
+    ) -> NamespaceRecord:
         """Forward a namespace lookup."""
         body = {"a": account_id, "n": namespace_id, "op": operation}
         return wire.namespace_from_wire((await self._post("namespace", json=body)).json())
@@ -98,7 +100,7 @@ class UpstreamBackend:
         offset: int,
         limit: int,
         only: Sequence[str] | None,
-    ) -> tuple[list[Namespace], int]:
+    ) -> tuple[list[NamespaceRecord], int]:
         """Forward a namespace list."""
         body = {
             "a": account_id,
@@ -111,12 +113,14 @@ class UpstreamBackend:
         data = (await self._post("namespaces/list", json=body)).json()
         return [wire.namespace_from_wire(n) for n in data["items"]], int(data["total"])
 
-    async def create_namespace(self, namespace: Namespace) -> Namespace:
+    async def create_namespace(self, namespace: NamespaceRecord) -> NamespaceRecord:
         """Forward a namespace creation."""
         body = {"namespace": wire.namespace_to_wire(namespace)}
         return wire.namespace_from_wire((await self._post("namespaces/create", json=body)).json())
 
-    async def rename_namespace(self, account_id: str, namespace_id: str, title: str) -> Namespace:
+    async def rename_namespace(
+        self, account_id: str, namespace_id: str, title: str
+    ) -> NamespaceRecord:
         """Forward a rename."""
         body = {"a": account_id, "n": namespace_id, "title": title}
         return wire.namespace_from_wire((await self._post("namespaces/rename", json=body)).json())

@@ -20,7 +20,7 @@ from pullkv.http.hot import HotReads
 from pullkv.http.internal import PREFIX as INTERNAL_PREFIX
 from pullkv.http.rest import ACCOUNTS_PREFIX, RestAPI
 from pullkv.metrics import Metrics
-from pullkv.origin.service import KVService
+from pullkv.service import KVService
 from pullkv.types import TokenRecord
 
 log = logging.getLogger("pullkv.http")

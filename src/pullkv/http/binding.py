@@ -32,7 +32,7 @@ from pullkv.auth import authorize
 from pullkv.backend import CacheInfo
 from pullkv.http.asgi import OCTET_TYPE, Request, Response, dump_json
 from pullkv.http.rest import expiration_param, parse_bulk_get, value_headers
-from pullkv.origin.service import KVService, render_bulk_get
+from pullkv.service import KVService, render_bulk_get
 from pullkv.types import TokenRecord, ValueWrite
 from pullkv.validate import (
     decode_key,

@@ -25,7 +25,7 @@ from pullkv.auth import (
 from pullkv.backend import CacheInfo
 from pullkv.http.asgi import OCTET_TYPE, Request, Response, envelope, error_response
 from pullkv.http.multipart import parse_form
-from pullkv.origin.service import BulkType, KVService, render_bulk_get
+from pullkv.service import BulkType, KVService, render_bulk_get
 from pullkv.types import TokenRecord, ValueWrite
 from pullkv.validate import (
     decode_key,

@@ -10,7 +10,7 @@ from pullkv.backend import Fetched, Lookup, WriteResult, conditional
 from pullkv.limits import Limits
 from pullkv.ratelimit import WriteRateLimiter
 from pullkv.store.base import NamespaceOrder, Store
-from pullkv.types import ListedKey, Namespace, SealedWrite, TokenRecord
+from pullkv.types import ListedKey, NamespaceRecord, SealedWrite, TokenRecord
 
 _NAMESPACE_CACHE_SECONDS = 5.0
 
@@ -23,14 +23,16 @@ class LocalBackend:
         self.limits = limits
         self.clock = clock
         self.rate = WriteRateLimiter(limits.writes_per_key_per_second)
-        self._namespaces: dict[str, tuple[Namespace, float]] = {}
+        self._namespaces: dict[str, tuple[NamespaceRecord, float]] = {}
 
     async def close(self) -> None:
         """Close the store."""
         await self.store.close()
 
     # Namespaces.
-    async def namespace(self, account_id: str, namespace_id: str, operation: str) -> Namespace:
+    async def namespace(
+        self, account_id: str, namespace_id: str, operation: str
+    ) -> NamespaceRecord:
         """The namespace if it exists in this account (cached for a few seconds)."""
         now = self.clock()
         cached = self._namespaces.get(namespace_id)
@@ -55,15 +57,17 @@ class LocalBackend:
         offset: int,
         limit: int,
         only: Sequence[str] | None,
-    ) -> tuple[list[Namespace], int]:
+    ) -> tuple[list[NamespaceRecord], int]:
         """A page of an account's namespaces and the total."""
         return await self.store.list_namespaces(account_id, order, descending, offset, limit, only)
 
-    async def create_namespace(self, namespace: Namespace) -> Namespace:
+    async def create_namespace(self, namespace: NamespaceRecord) -> NamespaceRecord:
         """Create a namespace; 400 for a taken title or too many namespaces."""
         return await self.store.create_namespace(namespace, self.limits.max_namespaces_per_account)
 
-    async def rename_namespace(self, account_id: str, namespace_id: str, title: str) -> Namespace:
+    async def rename_namespace(
+        self, account_id: str, namespace_id: str, title: str
+    ) -> NamespaceRecord:
         """Rename a namespace of this account."""
         await self.namespace(account_id, namespace_id, "rename namespace")
         renamed = await self.store.rename_namespace(namespace_id, title)

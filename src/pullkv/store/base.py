@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal, Protocol
 
-from pullkv.types import ListedKey, Namespace, SealedEntry, SealedWrite, TokenRecord
+from pullkv.types import ListedKey, NamespaceRecord, SealedEntry, SealedWrite, TokenRecord
 
 NamespaceOrder = Literal["id", "title"]
 
@@ -35,10 +35,12 @@ class Store(Protocol):
         """Every setting, without the engine's own bookkeeping."""
 
     # Namespaces.
-    async def create_namespace(self, namespace: Namespace, max_per_account: int) -> Namespace:
+    async def create_namespace(
+        self, namespace: NamespaceRecord, max_per_account: int
+    ) -> NamespaceRecord:
         """Create; KVError for a duplicate title or too many namespaces."""
 
-    async def get_namespace(self, namespace_id: str) -> Namespace | None:
+    async def get_namespace(self, namespace_id: str) -> NamespaceRecord | None:
         """The namespace with this id, in any account."""
 
     async def list_namespaces(
@@ -49,10 +51,10 @@ class Store(Protocol):
         offset: int,
         limit: int,
         only: Sequence[str] | None = None,
-    ) -> tuple[list[Namespace], int]:
+    ) -> tuple[list[NamespaceRecord], int]:
         """A page of an account's namespaces and the account's total (restricted to ``only``)."""
 
-    async def rename_namespace(self, namespace_id: str, title: str) -> Namespace:
+    async def rename_namespace(self, namespace_id: str, title: str) -> NamespaceRecord:
         """Change a title; KVError if it is taken or the namespace is gone."""
 
     async def delete_namespace(self, namespace_id: str) -> bool:
@@ -113,7 +115,7 @@ class Store(Protocol):
 
     # Moving a whole store to another (pullkv store copy): pages in a fixed order, and
     # writes that keep what they are given, versions included.
-    async def scan_namespaces(self, after: str | None, limit: int) -> list[Namespace]:
+    async def scan_namespaces(self, after: str | None, limit: int) -> list[NamespaceRecord]:
         """Every namespace of every account in id order, a page at a time."""
 
     async def scan_tokens(self, after: str | None, limit: int) -> list[TokenRecord]:
@@ -125,7 +127,7 @@ class Store(Protocol):
     async def last_version(self) -> int:
         """The highest version handed out and committed so far (0 for a new store)."""
 
-    async def import_namespaces(self, namespaces: Sequence[Namespace]) -> None:
+    async def import_namespaces(self, namespaces: Sequence[NamespaceRecord]) -> None:
         """Store namespaces as given, replacing by id; no per-account limit applies."""
 
     async def import_entries(

@@ -65,7 +65,7 @@ from pullkv import errors
 from pullkv.store.base import NamespaceOrder
 from pullkv.store.keyrange import prefix_upper_bound
 from pullkv.store.pg_schema import migrate
-from pullkv.types import ListedKey, Namespace, SealedEntry, SealedWrite, TokenRecord
+from pullkv.types import ListedKey, NamespaceRecord, SealedEntry, SealedWrite, TokenRecord
 from pullkv.versioning import next_version
 
 T = TypeVar("T")
@@ -571,10 +571,12 @@ class PostgresStore:
         return {str(r[0]): str(r[1]) for r in rows}
 
     # Namespaces.
-    async def create_namespace(self, namespace: Namespace, max_per_account: int) -> Namespace:
+    async def create_namespace(
+        self, namespace: NamespaceRecord, max_per_account: int
+    ) -> NamespaceRecord:
         """Create; KVError for a duplicate title or too many namespaces."""
 
-        async def job(conn: Conn, _: _Writer) -> Namespace:
+        async def job(conn: Conn, _: _Writer) -> NamespaceRecord:
             cur = await conn.execute(
                 "SELECT count(*) FROM namespaces WHERE account_id = %s", (namespace.account_id,)
             )
@@ -593,12 +595,12 @@ class PostgresStore:
 
         return await self._write(job)
 
-    async def get_namespace(self, namespace_id: str) -> Namespace | None:
+    async def get_namespace(self, namespace_id: str) -> NamespaceRecord | None:
         """The namespace with this id, in any account."""
         row = await self._one(
             f"SELECT {_NAMESPACE_COLUMNS} FROM namespaces WHERE id = %s", (namespace_id,)
         )
-        return None if row is None else Namespace(*row)
+        return None if row is None else NamespaceRecord(*row)
 
     async def list_namespaces(
         self,
@@ -608,7 +610,7 @@ class PostgresStore:
         offset: int,
         limit: int,
         only: Sequence[str] | None = None,
-    ) -> tuple[list[Namespace], int]:
+    ) -> tuple[list[NamespaceRecord], int]:
         """A page of an account's namespaces and the account's total (restricted to ``only``)."""
         column = "title" if order == "title" else "id"
         direction = "DESC" if descending else "ASC"
@@ -624,16 +626,16 @@ class PostgresStore:
             [*params, limit, offset],
         )
         if rows:
-            return [Namespace(*r[:4]) for r in rows], int(rows[0][4])
+            return [NamespaceRecord(*r[:4]) for r in rows], int(rows[0][4])
         if offset == 0:
             return [], 0
         row = await self._one(f"SELECT count(*) FROM namespaces WHERE {where}", params)
         return [], 0 if row is None else int(row[0])
 
-    async def rename_namespace(self, namespace_id: str, title: str) -> Namespace:
+    async def rename_namespace(self, namespace_id: str, title: str) -> NamespaceRecord:
         """Change a title; KVError if it is taken or the namespace is gone."""
 
-        async def job(conn: Conn, _: _Writer) -> Namespace:
+        async def job(conn: Conn, _: _Writer) -> NamespaceRecord:
             try:
                 cur = await conn.execute(
                     "UPDATE namespaces SET title = %s WHERE id = %s "
@@ -645,7 +647,7 @@ class PostgresStore:
             row = await cur.fetchone()
             if row is None:
                 raise errors.namespace_not_found("rename namespace")
-            return Namespace(namespace_id, row[0], title, row[1])
+            return NamespaceRecord(namespace_id, row[0], title, row[1])
 
         return await self._write(job)
 
@@ -906,13 +908,13 @@ class PostgresStore:
         return await self._write(job)
 
     # Copying.
-    async def scan_namespaces(self, after: str | None, limit: int) -> list[Namespace]:
+    async def scan_namespaces(self, after: str | None, limit: int) -> list[NamespaceRecord]:
         """Every namespace of every account in id order, a page at a time."""
         rows = await self._rows(
             f"SELECT {_NAMESPACE_COLUMNS} FROM namespaces WHERE id > %s ORDER BY id LIMIT %s",
             (after or "", limit),
         )
-        return [Namespace(*r) for r in rows]
+        return [NamespaceRecord(*r) for r in rows]
 
     async def scan_tokens(self, after: str | None, limit: int) -> list[TokenRecord]:
         """Every token of every account in id order, a page at a time."""
@@ -932,7 +934,7 @@ class PostgresStore:
         row = await self._one("SELECT version FROM version_clock WHERE id = 1")
         return 0 if row is None else int(row[0])
 
-    async def import_namespaces(self, namespaces: Sequence[Namespace]) -> None:
+    async def import_namespaces(self, namespaces: Sequence[NamespaceRecord]) -> None:
         """Store namespaces as given, replacing by id; no per-account limit applies."""
 
         async def job(conn: Conn, _: _Writer) -> None:

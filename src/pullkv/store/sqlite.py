@@ -27,7 +27,7 @@ from pullkv import errors
 from pullkv.durable import fsync_path, make_dirs
 from pullkv.store.base import NamespaceOrder
 from pullkv.store.keyrange import prefix_upper_bound
-from pullkv.types import ListedKey, Namespace, SealedEntry, SealedWrite, TokenRecord
+from pullkv.types import ListedKey, NamespaceRecord, SealedEntry, SealedWrite, TokenRecord
 from pullkv.versioning import next_version
 
 T = TypeVar("T")
@@ -338,10 +338,12 @@ class SQLiteStore:
         return {str(r[0]): str(r[1]) for r in rows}
 
     # Namespaces.
-    async def create_namespace(self, namespace: Namespace, max_per_account: int) -> Namespace:
+    async def create_namespace(
+        self, namespace: NamespaceRecord, max_per_account: int
+    ) -> NamespaceRecord:
         """Create; KVError for a duplicate title or too many namespaces."""
 
-        def job(conn: sqlite3.Connection, _: _Writer) -> Namespace:
+        def job(conn: sqlite3.Connection, _: _Writer) -> NamespaceRecord:
             (count,) = conn.execute(
                 "SELECT count(*) FROM namespaces WHERE account_id=?", (namespace.account_id,)
             ).fetchone()
@@ -359,14 +361,14 @@ class SQLiteStore:
 
         return await self._writer.submit(job)
 
-    async def get_namespace(self, namespace_id: str) -> Namespace | None:
+    async def get_namespace(self, namespace_id: str) -> NamespaceRecord | None:
         """The namespace with this id, in any account."""
         row = (
             self._reader()
             .execute(f"SELECT {_NAMESPACE_COLUMNS} FROM namespaces WHERE id=?", (namespace_id,))
             .fetchone()
         )
-        return None if row is None else Namespace(*row)
+        return None if row is None else NamespaceRecord(*row)
 
     async def list_namespaces(
         self,
@@ -376,7 +378,7 @@ class SQLiteStore:
         offset: int,
         limit: int,
         only: Sequence[str] | None = None,
-    ) -> tuple[list[Namespace], int]:
+    ) -> tuple[list[NamespaceRecord], int]:
         """A page of an account's namespaces and the account's total (restricted to ``only``)."""
         column = "title" if order == "title" else "id"
         direction = "DESC" if descending else "ASC"
@@ -392,12 +394,12 @@ class SQLiteStore:
             f"ORDER BY {column} {direction}, id {direction} LIMIT ? OFFSET ?",
             [*params, limit, offset],
         ).fetchall()
-        return [Namespace(*r) for r in rows], int(total)
+        return [NamespaceRecord(*r) for r in rows], int(total)
 
-    async def rename_namespace(self, namespace_id: str, title: str) -> Namespace:
+    async def rename_namespace(self, namespace_id: str, title: str) -> NamespaceRecord:
         """Change a title; KVError if it is taken or the namespace is gone."""
 
-        def job(conn: sqlite3.Connection, _: _Writer) -> Namespace:
+        def job(conn: sqlite3.Connection, _: _Writer) -> NamespaceRecord:
             row = conn.execute(
                 "SELECT account_id, jurisdiction FROM namespaces WHERE id=?", (namespace_id,)
             ).fetchone()
@@ -407,7 +409,7 @@ class SQLiteStore:
                 conn.execute("UPDATE namespaces SET title=? WHERE id=?", (title, namespace_id))
             except sqlite3.IntegrityError:
                 raise errors.duplicate_title(title) from None
-            return Namespace(namespace_id, row[0], title, row[1])
+            return NamespaceRecord(namespace_id, row[0], title, row[1])
 
         return await self._writer.submit(job)
 
@@ -644,7 +646,7 @@ class SQLiteStore:
         return await self._writer.submit(job)
 
     # Copying.
-    async def scan_namespaces(self, after: str | None, limit: int) -> list[Namespace]:
+    async def scan_namespaces(self, after: str | None, limit: int) -> list[NamespaceRecord]:
         """Every namespace of every account in id order, a page at a time."""
         rows = (
             self._reader()
@@ -654,7 +656,7 @@ class SQLiteStore:
             )
             .fetchall()
         )
-        return [Namespace(*r) for r in rows]
+        return [NamespaceRecord(*r) for r in rows]
 
     async def scan_tokens(self, after: str | None, limit: int) -> list[TokenRecord]:
         """Every token of every account in id order, a page at a time."""
@@ -685,7 +687,7 @@ class SQLiteStore:
         )
         return int(version)
 
-    async def import_namespaces(self, namespaces: Sequence[Namespace]) -> None:
+    async def import_namespaces(self, namespaces: Sequence[NamespaceRecord]) -> None:
         """Store namespaces as given, replacing by id; no per-account limit applies."""
 
         def job(conn: sqlite3.Connection, _: _Writer) -> None:

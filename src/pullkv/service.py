@@ -25,7 +25,7 @@ from pullkv.types import (
     Entry,
     KeyInfo,
     KeyPage,
-    Namespace,
+    NamespaceRecord,
     SealedEntry,
     SealedWrite,
     ValueWrite,
@@ -65,7 +65,9 @@ class KVService:
         self.clock = clock
 
     # Namespaces.
-    async def namespace(self, account_id: str, namespace_id: str, operation: str) -> Namespace:
+    async def namespace(
+        self, account_id: str, namespace_id: str, operation: str
+    ) -> NamespaceRecord:
         """The namespace if it exists in this account; 404 otherwise."""
         return await self.backend.namespace(account_id, namespace_id, operation)
 
@@ -78,7 +80,7 @@ class KVService:
         order: NamespaceOrder,
         descending: bool,
         only: Sequence[str] | None = None,
-    ) -> tuple[list[Namespace], int]:
+    ) -> tuple[list[NamespaceRecord], int]:
         """A page of the account's namespaces and their total; a page past the end is empty."""
         return await self.backend.list_namespaces(
             account_id, order, descending, (page - 1) * per_page, per_page, only
@@ -86,15 +88,17 @@ class KVService:
 
     async def create_namespace(
         self, account_id: str, title: Any, jurisdiction: Any = None
-    ) -> Namespace:
+    ) -> NamespaceRecord:
         """Create a namespace with a new 32-hex id; 400 (10014) if the title is taken."""
         clean = validate_title(title, self.limits)
-        namespace = Namespace(
+        namespace = NamespaceRecord(
             uuid.uuid4().hex, account_id, clean, validate_jurisdiction(jurisdiction)
         )
         return await self.backend.create_namespace(namespace)
 
-    async def rename_namespace(self, account_id: str, namespace_id: str, title: Any) -> Namespace:
+    async def rename_namespace(
+        self, account_id: str, namespace_id: str, title: Any
+    ) -> NamespaceRecord:
         """Give a namespace a new title."""
         clean = validate_title(title, self.limits)
         return await self.backend.rename_namespace(account_id, namespace_id, clean)
