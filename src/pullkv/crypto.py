@@ -4,8 +4,8 @@ Data keys live in the store, each wrapped (encrypted) by the master key, so ever
 shares a store and holds the master key reads the same keyring. The master key itself never
 enters the store: it comes from ``PULLKV_MASTER_KEY`` or a key file. Each ciphertext starts
 with the id of the data key that sealed it, so keys can be rotated and old data stays readable.
-The namespace, the key name and which part (value or metadata) are bound in as associated
-data, so a ciphertext copied to another key fails to open instead of reading as that key.
+What a ciphertext is bound to (its associated data) is the caller's: ``pullkv.sealing`` binds
+each part of an entry to its namespace, key name and part.
 """
 
 from __future__ import annotations
@@ -32,11 +32,6 @@ _WRAP_AAD = b"pullkv:data-key:v1:"
 
 class CryptoError(Exception):
     """Ciphertext that does not authenticate, or a key that is missing or malformed."""
-
-
-def part_aad(namespace_id: str, key: str, part: str) -> bytes:
-    """The associated data binding a ciphertext to its namespace, key and part."""
-    return b"\x00".join((b"pullkv:v1", namespace_id.encode(), part.encode(), key.encode("utf-8")))
 
 
 def new_key() -> bytes:

@@ -8,7 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pullkv.backend import KeySource
-from pullkv.crypto import CryptoError, Keyring, key_id_of, new_key, part_aad, unwrap_key, wrap_key
+from pullkv.crypto import CryptoError, Keyring, key_id_of, new_key, unwrap_key, wrap_key
+from pullkv.sealing import reseal, sealed_with_current
 from pullkv.store.base import Store
 
 log = logging.getLogger("pullkv.keyring")
@@ -69,18 +70,9 @@ async def reencrypt(
             break
         for namespace_id, entry in page:
             scanned += 1
-            needs_value = key_id_of(entry.value) != keyring.current_id
-            needs_meta = (
-                entry.metadata is not None and key_id_of(entry.metadata) != keyring.current_id
-            )
-            if not (needs_value or needs_meta):
+            if sealed_with_current(keyring, entry):
                 continue
-            value_aad = part_aad(namespace_id, entry.key, "value")
-            value = keyring.seal(keyring.open(entry.value, value_aad), value_aad)
-            metadata = None
-            if entry.metadata is not None:
-                meta_aad = part_aad(namespace_id, entry.key, "metadata")
-                metadata = keyring.seal(keyring.open(entry.metadata, meta_aad), meta_aad)
+            value, metadata = reseal(keyring, namespace_id, entry)
             if await store.reseal(namespace_id, entry.key, entry.version, value, metadata):
                 resealed += 1
             else:
@@ -104,14 +96,14 @@ class KeyringHolder:
         self,
         source: KeySource,
         master_key: bytes,
-        keyring: Keyring | None,
+        held: Keyring | None,
         clock: Callable[[], float],
         *,
         refresh_seconds: float = 30.0,
     ) -> None:
         self._source = source
         self._master_key = master_key
-        self.keyring = keyring
+        self.held = held  # None until first loaded (an edge loads it from its upstream)
         self._clock = clock
         self._refresh_seconds = refresh_seconds
         self._loaded_at = clock()
@@ -119,12 +111,12 @@ class KeyringHolder:
 
     async def current(self) -> Keyring:
         """The keyring for sealing new writes, refreshed now and then in the background."""
-        if self.keyring is None:
+        if self.held is None:
             return await self.reload()
         if self._clock() - self._loaded_at >= self._refresh_seconds and self._refreshing is None:
             self._loaded_at = self._clock()  # a failed refresh is retried an interval later
             self._refreshing = asyncio.get_running_loop().create_task(self._refresh())
-        return self.keyring
+        return self.held
 
     async def refreshed(self) -> None:
         """Wait for the background refresh under way, if any, to finish."""
@@ -139,14 +131,23 @@ class KeyringHolder:
         finally:
             self._refreshing = None
 
-    async def for_blob(self, blob: bytes) -> Keyring:
-        """A keyring that holds the key ``blob`` names, reloading once if needed."""
-        if self.keyring is None or not self.keyring.has(key_id_of(blob)):
+    async def for_blobs(self, *blobs: bytes | None) -> Keyring:
+        """A keyring that holds every key the ``blobs`` name, reloading once if needed."""
+        held = self.held
+        if held is None or not all(_holds(held, blob) for blob in blobs):
             return await self.reload()
-        return self.keyring
+        return held
 
     async def reload(self) -> Keyring:
         """Read the keyring from its source again."""
-        self.keyring = await load_keyring(self._source, self._master_key)
+        self.held = await load_keyring(self._source, self._master_key)
         self._loaded_at = self._clock()
-        return self.keyring
+        return self.held
+
+
+def _holds(keyring: Keyring, blob: bytes | None) -> bool:
+    # Not a ciphertext at all: reloading would not help, and opening it says why.
+    try:
+        return blob is None or keyring.has(key_id_of(blob))
+    except CryptoError:
+        return True

@@ -15,10 +15,11 @@ from typing import Any, Literal
 
 from pullkv import errors
 from pullkv.backend import Backend, CacheInfo
-from pullkv.crypto import CryptoError, part_aad
+from pullkv.crypto import CryptoError
 from pullkv.cursor import decode_cursor, encode_cursor
 from pullkv.keyring import KeyringHolder
 from pullkv.limits import Limits
+from pullkv.sealing import open_entry, open_metadata, seal_write
 from pullkv.store.base import NamespaceOrder
 from pullkv.types import (
     BulkResult,
@@ -55,12 +56,12 @@ class KVService:
     def __init__(
         self,
         backend: Backend,
-        keys: KeyringHolder,
+        keyring: KeyringHolder,
         limits: Limits,
         clock: Callable[[], float],
     ) -> None:
         self.backend = backend
-        self.keys = keys
+        self.keyring = keyring
         self.limits = limits
         self.clock = clock
 
@@ -166,8 +167,7 @@ class KVService:
         for row in rows:
             metadata = None
             if row.metadata is not None:
-                raw = await self._open_part(namespace_id, row.key, "metadata", row.metadata)
-                metadata = raw.decode("utf-8")
+                metadata = await self._open_metadata(namespace_id, row.key, row.metadata)
             keys.append(KeyInfo(row.key, row.expiration, metadata))
         return KeyPage(keys, encode_cursor(rows[-1].key) if more and rows else None)
 
@@ -220,30 +220,22 @@ class KVService:
     # Sealing.
     async def seal(self, namespace_id: str, write: ValueWrite) -> SealedWrite:
         """Encrypt a write's value and metadata, bound to its namespace and key."""
-        keyring = await self.keys.current()
-        value = keyring.seal(write.value, part_aad(namespace_id, write.key, "value"))
-        metadata = None
-        if write.metadata_json is not None:
-            metadata = keyring.seal(
-                write.metadata_json.encode("utf-8"), part_aad(namespace_id, write.key, "metadata")
-            )
-        return SealedWrite(write.key, value, metadata, write.expiration)
+        return seal_write(await self.keyring.current(), namespace_id, write)
 
     async def open(self, namespace_id: str, sealed: SealedEntry) -> Entry:
         """Decrypt a stored entry; 500 with a clear message if it fails to authenticate."""
-        value = await self._open_part(namespace_id, sealed.key, "value", sealed.value)
-        metadata = None
-        if sealed.metadata is not None:
-            raw = await self._open_part(namespace_id, sealed.key, "metadata", sealed.metadata)
-            metadata = raw.decode("utf-8")
-        return Entry(sealed.key, value, metadata, sealed.expiration, sealed.version)
-
-    async def _open_part(self, namespace_id: str, key: str, part: str, blob: bytes) -> bytes:
         try:
-            keyring = await self.keys.for_blob(blob)
-            return keyring.open(blob, part_aad(namespace_id, key, part))
+            keyring = await self.keyring.for_blobs(sealed.value, sealed.metadata)
+            return open_entry(keyring, namespace_id, sealed)
+        except CryptoError as exc:  # sealing.PartError: says which part of which key
+            raise errors.decryption_failed(str(exc)) from None
+
+    async def _open_metadata(self, namespace_id: str, key: str, blob: bytes) -> str:
+        try:
+            keyring = await self.keyring.for_blobs(blob)
+            return open_metadata(keyring, namespace_id, key, blob)
         except CryptoError as exc:
-            raise errors.decryption_failed(f"{part} of key {key!r}: {exc}") from None
+            raise errors.decryption_failed(str(exc)) from None
 
 
 def render_bulk_get(

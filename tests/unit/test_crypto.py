@@ -18,11 +18,11 @@ from pullkv.crypto import (
     key_id_of,
     load_master_key,
     new_key,
-    part_aad,
     unwrap_key,
     wrap_key,
     write_secret_file,
 )
+from pullkv.sealing import Part, part_aad
 
 NS1 = "a" * 32
 NS2 = "b" * 32
@@ -71,7 +71,7 @@ def test_aad_distinguishes_every_field() -> None:
         (NS1, "key ", "value"),
     ],
 )
-def test_moved_ciphertext_fails(keyring: Keyring, moved_to: tuple[str, str, str]) -> None:
+def test_moved_ciphertext_fails(keyring: Keyring, moved_to: tuple[str, str, Part]) -> None:
     blob = keyring.seal(b"secret", part_aad(NS1, "key", "value"))
     with pytest.raises(CryptoError, match="tampered or moved"):
         keyring.open(blob, part_aad(*moved_to))

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from pullkv.crypto import CryptoError, Keyring, key_id_of, new_key, part_aad, unwrap_key
+from pullkv.crypto import CryptoError, Keyring, key_id_of, new_key, unwrap_key
 from pullkv.keyring import KeyringHolder, ensure_keyring, load_keyring, reencrypt, rotate
+from pullkv.sealing import part_aad
 from pullkv.store.sqlite import SQLiteStore
 from pullkv.types import NamespaceRecord, SealedEntry, SealedWrite
 from tests.unit.helpers import FakeClock
@@ -195,7 +196,7 @@ async def test_reencrypt_skips_entries_changed_meanwhile(store: SQLiteStore, mas
     await rotate(store, master)
     keyring = await ensure_keyring(store, master)
     racing = RacingStore(store, keyring, ns, "k2")
-    report = await reencrypt(racing, keyring, batch=2)  # type: ignore[arg-type]
+    report = await reencrypt(racing, keyring, batch=2)  # type: ignore[arg-type]  # a Store proxy
     assert racing.raced
     assert (report.scanned, report.resealed, report.skipped_changed) == (5, 4, 1)
     entry = await store.get(ns, "k2", 0)
@@ -222,10 +223,10 @@ async def test_holder_reloads_for_an_unknown_key(store: SQLiteStore, master: byt
     theirs = await ensure_keyring(store, master)
     aad = part_aad("n", "k", "value")
     blob = theirs.seal(b"from elsewhere", aad)
-    assert not holder.keyring.has(2)
-    keyring = await holder.for_blob(blob)
+    assert holder.held is not None and not holder.held.has(2)
+    keyring = await holder.for_blobs(blob)
     assert keyring.open(blob, aad) == b"from elsewhere"
-    assert holder.keyring.current_id == 2
+    assert holder.held.current_id == 2
 
 
 async def test_holder_refreshes_after_the_interval(store: SQLiteStore, master: bytes) -> None:
@@ -271,7 +272,7 @@ async def test_holder_refresh_never_waits_for_a_frozen_source(
     assert source.calls == 1  # one refresh at a time
     source.release.set()
     await asyncio.sleep(0.01)
-    assert holder.keyring is held  # the failed refresh kept the keyring
+    assert holder.held is held  # the failed refresh kept the keyring
     clock.advance(30)
     assert await asyncio.wait_for(holder.current(), 1) is held
     await asyncio.sleep(0)
@@ -282,11 +283,12 @@ async def test_holder_for_a_known_key_does_not_reload(store: SQLiteStore, master
     clock = FakeClock()
     holder = KeyringHolder(store, master, await ensure_keyring(store, master), clock)
     aad = part_aad("n", "k", "value")
-    blob = holder.keyring.seal(b"x", aad)
+    assert holder.held is not None
+    blob = holder.held.seal(b"x", aad)
     await rotate(store, master)
-    assert (await holder.for_blob(blob)).current_id == 1
+    assert (await holder.for_blobs(blob)).current_id == 1
     # A key id that no one holds stays unknown after the reload, and opening fails clearly.
     foreign = Keyring({9: new_key()}, 9).seal(b"x", aad)
-    keyring = await holder.for_blob(foreign)
+    keyring = await holder.for_blobs(foreign)
     with pytest.raises(CryptoError, match="data key 9"):
         keyring.open(foreign, aad)

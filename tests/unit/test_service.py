@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 
 from pullkv import errors
-from pullkv.crypto import key_id_of, new_key, part_aad
+from pullkv.crypto import key_id_of, new_key
 from pullkv.keyring import KeyringHolder, ensure_keyring, rotate
 from pullkv.limits import DEFAULT_LIMITS, MIB, Limits
 from pullkv.origin.local import LocalBackend
+from pullkv.sealing import part_aad
 from pullkv.service import KVService, render_bulk_get
 from pullkv.store.sqlite import SQLiteStore
 from pullkv.types import Entry, SealedWrite, ValueWrite
@@ -264,8 +265,8 @@ async def test_reads_old_data_after_rotation(world: World) -> None:
     await world.put("old", b"before", {"m": 1})
     await rotate(world.store, world.master)
     world.clock.advance(30)  # the holder refreshes (in the background) and seals with key 2
-    await world.service.keys.current()
-    await world.service.keys.refreshed()
+    await world.service.keyring.current()
+    await world.service.keyring.refreshed()
     await world.put("new", b"after")
     for key in ("old", "new"):
         sealed = await world.store.get(world.ns, key, 0)
@@ -651,7 +652,9 @@ async def test_failed_write_does_not_use_up_the_rate(limited: World) -> None:
     await limited.store.delete_namespace(limited.ns)  # gone from the store, still cached
     with raises_kv(404, errors.NAMESPACE_NOT_FOUND):
         await limited.put("k")
-    assert limited.service.backend.rate.check(limited.ns, "k", limited.clock())
+    backend = limited.service.backend
+    assert isinstance(backend, LocalBackend)
+    assert backend.rate.check(limited.ns, "k", limited.clock())
 
 
 async def test_bulk_put_reports_rate_limited_keys(limited: World) -> None:
