@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 
 from pullkv import errors
 from pullkv.backend import TokenSource
+from pullkv.limits import VERIFIED_TOKENS
 from pullkv.types import TokenRecord
 
 ADMIN_TOKEN_ENV = "PULLKV_ADMIN_TOKEN"
@@ -175,8 +176,11 @@ def authorize_internal(token: TokenRecord, account_id: object) -> str:
 class Authenticator:
     """Turns a presented token into its record, caching verified tokens briefly.
 
-    The cache keeps hot requests off the store; its lifetime bounds how long a token revoked
-    by another process keeps working here.
+    This is pullkv's one cache of verified tokens, at origins and edges alike; the hot read
+    path reads it too (``peek``). The cache keeps hot requests off the token source and off
+    the hashing; its lifetime bounds how long a token revoked by another process keeps
+    working here. (An edge's token source caches the upstream's records by id, which is
+    another thing: ``edge.tokens``.)
     """
 
     def __init__(
@@ -207,7 +211,7 @@ class Authenticator:
         # freely, and variants of one token must not be able to crowd others out.
         if authorization != f"Bearer {token}":
             return record
-        if len(self._cache) > 10_000:
+        if len(self._cache) > VERIFIED_TOKENS:
             self._cache.clear()
         self._cache[cache_key] = (record, now + self._cache_seconds)
         return record

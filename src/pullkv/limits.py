@@ -1,7 +1,9 @@
 """Every limit pullkv enforces, in one place, written as data.
 
-The defaults are Workers KV's published limits. A server may be started with a lowered
-expiration floor (tests) or another same-key write rate; nothing else is meant to change.
+The defaults are Workers KV's published limits, with one exception: Workers KV's same-key
+write rate (1 write per second per key) is a limit of Cloudflare's infrastructure, not of the
+API, so it is off unless a server is started with one. A server may also be started with a
+lowered expiration floor (tests); nothing else is meant to change.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ class Limits:
     # Multipart framing and the metadata part ride on top of the value.
     multipart_overhead_bytes: int = 64 * 1024
     json_body_max_bytes: int = 1 * MIB
-    writes_per_key_per_second: float = 1.0  # 0 disables the same-key rate limit
+    # Writes per second per key (--same-key-write-rate; Workers KV's is 1); 0: no limit.
+    writes_per_key_per_second: float = 0.0
     max_title_chars: int = 512
     max_namespaces_per_account: int = 1000
     namespaces_default_per_page: int = 20
@@ -44,6 +47,31 @@ class Limits:
     # body wraps them in two more. Python's parser recurses once per level and the
     # interpreter stops near 1,000 frames, so deeper documents are refused before parsing.
     max_json_depth: int = 600
+
+    # Body caps of the internal API between tiers (http/internal.py). Its messages carry,
+    # re-encoded, what clients sent under the limits above, so each cap is a client-side limit
+    # plus what re-encoding can add: anything a client may send passes between tiers, and an
+    # edge token cannot make a node buffer much more than a client could.
+    @property
+    def internal_json_max_bytes(self) -> int:
+        """Internal JSON messages but deletes: ids, a title, a page request, a batch of keys
+        to fetch, a token record (its namespace list came in a client's JSON body)."""
+        return self.json_body_max_bytes + 64 * 1024
+
+    @property
+    def internal_delete_max_bytes(self) -> int:
+        """A bulk delete's keys: they came in a client body, and JSON re-encodes them no
+        longer than they came."""
+        return self.bulk_max_body_bytes + self.internal_json_max_bytes
+
+    @property
+    def internal_write_max_bytes(self) -> int:
+        """Framed sealed writes: the values of one put or bulk put, plus per item its
+        metadata (re-serialised, so counted whole), its key escaped as ASCII in the frame's
+        header (up to 3 bytes per UTF-8 byte) and the sealing's and framing's few dozen."""
+        values = max(self.bulk_max_body_bytes, self.max_value_bytes + self.multipart_overhead_bytes)
+        per_item = self.max_metadata_bytes + 3 * self.max_key_bytes + 1024
+        return values + self.bulk_write_max_items * per_item
 
     def with_changes(self, **changes: object) -> Limits:
         """Return a copy with some limits changed."""
@@ -63,3 +91,16 @@ DEFAULT_MAX_CONNECTIONS = 10_000
 # (kept apart and fewer, so made-up tokens cannot push out the records of real ones).
 EDGE_TOKEN_RECORDS = 10_000
 EDGE_UNKNOWN_TOKENS = 1_000
+
+# How many verified tokens an Authenticator remembers (by Authorization header); past it, it
+# starts again empty.
+VERIFIED_TOKENS = 10_000
+
+# The hot read path's memos: request targets it has resolved (by raw path, query and
+# headers; past it, it starts again empty), and responses it has rendered (one per entry and
+# protocol, the oldest dropped first; the bytes bound counts each response and its body).
+HOT_TARGETS = 10_000
+HOT_RENDERED_RESPONSES = 10_000
+HOT_RENDERED_BYTES = 64 * MIB
+# Seconds a closing TLS connection waits for the peer's close_notify before it is dropped.
+TLS_SHUTDOWN_TIMEOUT = 2.0

@@ -241,8 +241,8 @@ async def _open_origin_store(
         await store.close()
         raise
     local = LocalBackend(store, config.limits, clock)
-    keys = KeyringHolder(store, master_key, keyring, clock)
-    return store, local, keys, account_id, admin_source, master_source, lock
+    holder = KeyringHolder(store, master_key, keyring, clock)
+    return store, local, holder, account_id, admin_source, master_source, lock
 
 
 def upstream_ssl(settings: EdgeSettings) -> ssl.SSLContext | bool:
@@ -258,7 +258,7 @@ async def start_node(config: NodeConfig, clock: Callable[[], float] = time.time)
     if config.role == "edge":
         return await _start_edge(config, metrics, clock)
     opened = await _open_origin(config, clock)
-    store, local, keys, account_id, admin_source, master_source, lock = opened
+    store, local, keyring, account_id, admin_source, master_source, lock = opened
     background: list[Callable[[], Coroutine[Any, Any, None]]] = [
         lambda: purge_loop(store, clock, config.purge_interval)
     ]
@@ -266,15 +266,22 @@ async def start_node(config: NodeConfig, clock: Callable[[], float] = time.time)
         front: Backend = local
         close: Callable[[], Coroutine[Any, Any, None]] = local.close
     else:
-        edge = EdgeBackend(local, config.policy, config.cache_size, metrics, epoch=clock)
+        edge = EdgeBackend(
+            local,
+            config.policy,
+            config.cache_size,
+            metrics,
+            default_ttl=config.limits.default_cache_ttl,
+            epoch=clock,
+        )
         front, close = edge, edge.close
     if lock is not None:
         close = _then_release(close, lock)
-    service = KVService(front, keys, config.limits, clock)
+    service = KVService(front, keyring, config.limits, clock)
     authenticator = Authenticator(front, clock)
     hot = None
     if isinstance(front, EdgeBackend):
-        hot = HotReads(front, keys, authenticator, config.limits, "pullkv")
+        hot = HotReads(front, keyring, authenticator, config.limits, "pullkv")
     app = App(
         service,
         authenticator,
@@ -321,12 +328,13 @@ async def _start_edge(config: NodeConfig, metrics: Metrics, clock: Callable[[], 
         config.policy,
         config.cache_size,
         metrics,
+        default_ttl=config.limits.default_cache_ttl,
         epoch=clock,
         upstream_name=settings.upstream,
     )
-    keys = KeyringHolder(edge, master_key, None, clock)
-    await _check_master_key(keys, edge, settings, master_source)
-    service = KVService(edge, keys, config.limits, clock)
+    keyring = KeyringHolder(edge, master_key, None, clock)
+    await _check_master_key(keyring, edge, settings, master_source)
+    service = KVService(edge, keyring, config.limits, clock)
     ready = _cached_probe(lambda: edge.ready(upstream.probe))
     authenticator = Authenticator(edge, clock)
     cache_name = f"pullkv-{settings.location}"
@@ -337,15 +345,15 @@ async def _start_edge(config: NodeConfig, metrics: Metrics, clock: Callable[[], 
         internal=edge,
         ready=ready,
         cache_name=cache_name,
-        background=[lambda: _prefetch_keyring(keys)],
+        background=[lambda: _prefetch_keyring(keyring)],
         on_shutdown=edge.close,
-        hot=HotReads(edge, keys, authenticator, config.limits, cache_name),
+        hot=HotReads(edge, keyring, authenticator, config.limits, cache_name),
     )
     return Node("edge", app, metrics, None, None, master_source, settings.upstream, edge)
 
 
 async def _check_master_key(
-    keys: KeyringHolder, edge: EdgeBackend, settings: EdgeSettings, master_source: str
+    keyring: KeyringHolder, edge: EdgeBackend, settings: EdgeSettings, master_source: str
 ) -> None:
     """Refuse to start with a master key that cannot open the upstream's keyring.
 
@@ -353,7 +361,7 @@ async def _check_master_key(
     reached yet is not a reason to refuse: the keyring is then loaded in the background.
     """
     try:
-        await asyncio.wait_for(keys.reload(), settings.timeout)
+        await asyncio.wait_for(keyring.reload(), settings.timeout)
     except CryptoError as exc:
         await edge.close()
         raise NodeError(
@@ -372,14 +380,14 @@ async def _check_master_key(
         log.warning("the upstream %s is not reachable yet: %s", settings.upstream, exc)
 
 
-async def _prefetch_keyring(keys: KeyringHolder) -> None:
+async def _prefetch_keyring(keyring: KeyringHolder) -> None:
     """Load the keyring from the upstream at start, so the first read does not wait for it."""
     for delay in (0.0, 1.0, 2.0, 5.0, 10.0):
-        if keys.keyring is not None:
+        if keyring.held is not None:
             return
         await asyncio.sleep(delay)
         try:
-            await keys.reload()
+            await keyring.reload()
             return
         except CryptoError:
             log.error(

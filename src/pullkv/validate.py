@@ -15,7 +15,9 @@ from urllib.parse import unquote_to_bytes
 from pullkv import errors
 from pullkv.limits import DEFAULT_LIMITS, Limits
 
-_ID = re.compile(r"[0-9a-f]{32}")
+# Account and namespace ids (the hot path matches them with this pattern too).
+ID_PATTERN = "[0-9a-f]{32}"
+_ID = re.compile(ID_PATTERN)
 _INT = re.compile(r"-?[0-9]+")
 # SDKs type numbers as floats, so "120.0" arrives for 120: integral decimals are accepted,
 # fractions are not.

@@ -15,7 +15,7 @@ clock jump), with the time it happened. From ``src/pullkv/edge/cache.py`` and DE
   (an expired value reads as "not found", whatever the cache holds);
 - **read-your-writes**: ``p`` is no older than the last write to that key made *here*;
 - **lists** answer from one snapshot ``p`` with ``now - time(p)`` under the list TTL
-  (``CachePolicy.list_ttl_for``) taken after this edge's last write to the namespace: the keys
+  (``cache.list_ttl``) taken after this edge's last write to the namespace: the keys
   live at ``time(p)``, in UTF-8 byte order, a page of ``limit`` with a cursor exactly when more
   follow, and never a key that has expired by ``now``.
 """
@@ -25,9 +25,10 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from hypothesis import HealthCheck, seed, settings
 from hypothesis import strategies as st
@@ -35,7 +36,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from pullkv.crypto import new_key
 from pullkv.edge.backend import EdgeBackend
-from pullkv.edge.cache import CachePolicy
+from pullkv.edge.cache import CachePolicy, list_ttl
 from pullkv.keyring import KeyringHolder, ensure_keyring
 from pullkv.limits import DEFAULT_LIMITS
 from pullkv.metrics import Metrics
@@ -45,10 +46,12 @@ from pullkv.store.sqlite import SQLiteStore
 from pullkv.types import Entry, ValueWrite
 from tests.unit.helpers import FakeClock
 
+T = TypeVar("T")
+
 ACCOUNT = "0" * 32
 LIMITS = DEFAULT_LIMITS.with_changes(writes_per_key_per_second=0)
-POLICY = CachePolicy(default_ttl=60, refresh_interval=30.0, max_stale=100.0, list_ttl=20.0)
-LIST_TTL = POLICY.list_ttl_for()
+POLICY = CachePolicy(refresh_interval=30.0, max_stale=100.0, list_ttl=20.0)
+LIST_TTL = list_ttl(POLICY, LIMITS.default_cache_ttl)
 # Few keys, so reads meet earlier writes; in UTF-8 byte order "a" < "ab" < "z/1" < "é".
 KEYS = st.sampled_from(["a", "ab", "é", "z/1"])
 PREFIXES = st.sampled_from(["", "", "a", "é"])
@@ -100,7 +103,7 @@ class EdgeModel(RuleBasedStateMachine):
         self.here_any = 0  # snapshot index of the last write here (lists are dropped then)
         self.checks = 0
 
-    def run(self, coroutine):  # type: ignore[no-untyped-def]
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Run one operation, then let any background work it started (revalidations)
         finish at this same instant."""
         result = self.loop.run_until_complete(coroutine)
@@ -136,7 +139,13 @@ class EdgeModel(RuleBasedStateMachine):
             )
             origin = LocalBackend(self.store, LIMITS, self.epoch)
             self.edge = EdgeBackend(
-                origin, POLICY, 1 << 24, Metrics(), clock=self.mono, epoch=self.epoch
+                origin,
+                POLICY,
+                1 << 24,
+                Metrics(),
+                default_ttl=LIMITS.default_cache_ttl,
+                clock=self.mono,
+                epoch=self.epoch,
             )
             self.here = KVService(self.edge, holder, LIMITS, self.epoch)
             self.elsewhere = KVService(origin, holder, LIMITS, self.epoch)

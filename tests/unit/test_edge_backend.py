@@ -25,7 +25,7 @@ from pullkv import errors
 from pullkv.backend import CacheInfo, Fetched, Lookup, WriteResult
 from pullkv.edge.backend import EdgeBackend
 from pullkv.edge.breaker import BreakerPolicy
-from pullkv.edge.cache import ENTRY_OVERHEAD, CachePolicy
+from pullkv.edge.cache import ENTRY_OVERHEAD, CachePolicy, list_ttl
 from pullkv.limits import DEFAULT_LIMITS, EDGE_UNKNOWN_TOKENS, Limits
 from pullkv.metrics import Metrics
 from pullkv.origin.local import LocalBackend
@@ -39,9 +39,9 @@ MONO = 500.0
 EPOCH = 1_700_000_000.0
 UNLIMITED = DEFAULT_LIMITS.with_changes(writes_per_key_per_second=0)
 
-# A refresh window from 30 s to the TTL (60 s by default); a short list TTL; a bounded stale.
+# A refresh window from 30 s to the TTL (60 s by default: UNLIMITED.default_cache_ttl); a
+# short list TTL; a bounded stale.
 POLICY = CachePolicy(
-    default_ttl=60,
     refresh_interval=30.0,
     max_stale=100.0,
     list_ttl=20.0,
@@ -291,6 +291,7 @@ async def make_world(
         policy,
         capacity,
         metrics,
+        default_ttl=limits.default_cache_ttl,
         clock=clock,
         epoch=epoch,
         upstream_name="http://up.test",
@@ -865,7 +866,7 @@ async def test_stale_entry_past_its_key_expiration_is_none(world: World) -> None
 
 # Lists.
 async def test_list_is_cached_for_list_ttl(world: World) -> None:
-    assert POLICY.list_ttl_for() == 20.0
+    assert list_ttl(POLICY, UNLIMITED.default_cache_ttl) == 20.0
     await world.put_direct("a", b"1")
     await world.put_direct("b", b"2")
     assert await world.names() == ["a", "b"]
@@ -880,8 +881,8 @@ async def test_list_is_cached_for_list_ttl(world: World) -> None:
 
 
 async def test_list_ttl_is_capped_by_default_ttl(tmp_path: Path) -> None:
-    policy = CachePolicy(default_ttl=30, list_ttl=600.0)
-    world = await make_world(tmp_path, policy)
+    policy = CachePolicy(list_ttl=600.0)
+    world = await make_world(tmp_path, policy, limits=UNLIMITED.with_changes(default_cache_ttl=30))
     try:
         await world.names()
         world.clock.advance(29.9)
@@ -1125,7 +1126,7 @@ async def test_made_up_tokens_never_push_out_real_ones(world: World) -> None:
     assert world.up.calls["get_token"] == 1 + EDGE_UNKNOWN_TOKENS + 500
     assert await world.edge.get_token("tok") == token()  # still held: no upstream call
     assert world.up.calls["get_token"] == 1 + EDGE_UNKNOWN_TOKENS + 500
-    assert len(world.edge._unknown_tokens) == EDGE_UNKNOWN_TOKENS
+    assert world.edge.tokens.unknown == EDGE_UNKNOWN_TOKENS
 
 
 async def test_a_token_created_after_a_miss_is_found_once_the_miss_is_old(world: World) -> None:
@@ -1337,7 +1338,11 @@ async def test_one_probe_at_a_time_with_capped_backoff_then_recovery(world: Worl
             await world.read("cold")
         assert world.up.calls["data_keys"] == probes + attempt
         world.sleeper.wake()
-        await until(lambda a=attempt: world.up.calls["data_keys"] == probes + a + 1)
+
+        def probed(a: int = attempt) -> bool:
+            return world.up.calls["data_keys"] == probes + a + 1
+
+        await until(probed)
     assert waits == pytest.approx([0.9, 1.8, 3.6, 4.5, 4.5, 4.5])
     assert (
         world.sample("pullkv_upstream_requests_total", operation="probe", outcome="unavailable")

@@ -6,11 +6,13 @@ at explicit ages, boundaries included.
 
 from __future__ import annotations
 
+import gc
 import random
 from collections import OrderedDict
 
 import pytest
 
+from pullkv import errors
 from pullkv.edge.cache import (
     ENTRY_OVERHEAD,
     ByteLRU,
@@ -18,10 +20,19 @@ from pullkv.edge.cache import (
     Freshness,
     ListSlot,
     ValueSlot,
+    any_expired,
+    freeze_slot,
     freshness,
+    list_fresh,
+    list_stale_usable,
+    list_ttl,
     live,
+    namespace_stale,
     remaining,
     stale_usable,
+    thaw_slot,
+    unknown_token_remembered,
+    upstream_failed,
 )
 from pullkv.types import ListedKey, SealedEntry
 
@@ -137,13 +148,58 @@ def test_live() -> None:
     assert live(later, 6000.0) is None
 
 
-# CachePolicy.
-def test_list_ttl_for() -> None:
-    assert CachePolicy().list_ttl_for() == 60.0
-    assert CachePolicy(list_ttl=10.0).list_ttl_for() == 10.0
-    assert CachePolicy(list_ttl=300.0, default_ttl=90).list_ttl_for() == 90.0
-    assert CachePolicy(list_ttl=300.0, default_ttl=30).list_ttl_for() == 30.0
-    assert isinstance(CachePolicy(list_ttl=300.0).list_ttl_for(), float)
+# Lists, namespaces, tokens.
+def test_list_ttl_is_capped_by_the_default_cache_ttl() -> None:
+    assert list_ttl(CachePolicy(), 60) == 60.0
+    assert list_ttl(CachePolicy(list_ttl=10.0), 60) == 10.0
+    assert list_ttl(CachePolicy(list_ttl=300.0), 90) == 90.0
+    assert list_ttl(CachePolicy(list_ttl=300.0), 30) == 30.0
+    assert isinstance(list_ttl(CachePolicy(list_ttl=300.0), 60), float)
+
+
+def test_list_freshness_and_stale_use() -> None:
+    rows = [ListedKey("a", None, None), ListedKey("b", 5000, None)]
+    assert list_fresh(T0, T0 + 19.9, 4999.0, rows, 20.0)
+    assert not list_fresh(T0, T0 + 20.0, 4999.0, rows, 20.0)
+    assert not list_fresh(T0, T0, 5000.0, rows, 20.0)  # a listed key expired: refetch
+    assert any_expired(rows, 5000.0) and not any_expired(rows, 4999.0)
+    policy = CachePolicy(max_stale=100.0)
+    assert list_stale_usable(T0, T0 + 119.9, 4999.0, rows, 20.0, policy)
+    assert not list_stale_usable(T0, T0 + 120.0, 4999.0, rows, 20.0, policy)
+    assert not list_stale_usable(T0, T0 + 1.0, 5000.0, rows, 20.0, policy)
+
+
+def test_namespace_lookup_is_refreshed_after_the_default_cache_ttl() -> None:
+    assert not namespace_stale(T0, T0 + 59.9, 60)
+    assert namespace_stale(T0, T0 + 60.0, 60)
+
+
+def test_unknown_token_is_remembered_for_token_refresh() -> None:
+    policy = CachePolicy(token_refresh=20.0)
+    assert unknown_token_remembered(T0, T0 + 19.9, policy)
+    assert not unknown_token_remembered(T0, T0 + 20.0, policy)
+
+
+def test_upstream_failed_means_5xx_only() -> None:
+    assert upstream_failed(errors.upstream_unavailable("down"))
+    assert not upstream_failed(errors.permission_denied("no"))
+    assert not upstream_failed(ValueError("not a KVError"))
+
+
+# Frozen slots.
+def test_frozen_value_slots_are_untracked_by_the_garbage_collector() -> None:
+    # Hundreds of thousands of tracked slots would make every full collection scan them.
+    slots = [
+        ValueSlot(entry(value=b"x", meta=b"m"), 7, T0, 3),
+        ValueSlot(entry(expiration=5000), 7, T0),
+        ValueSlot(None, 9, T0),
+    ]
+    frozen = [freeze_slot(slot) for slot in slots]
+    gc.collect()
+    gc.collect()  # an outer tuple is untracked once its inner one already is
+    for slot, stored in zip(slots, frozen, strict=True):
+        assert not gc.is_tracked(stored)
+        assert thaw_slot(stored) == slot
 
 
 # Slot sizes.

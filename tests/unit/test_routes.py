@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pullkv.http import app, internal
+from pullkv.http import app, internal, routes
 
 HTTP_SOURCES = Path(app.__file__).parent
 
@@ -15,13 +15,13 @@ def test_every_route_name_a_router_sets_is_known() -> None:
     for source in HTTP_SOURCES.glob("*.py"):
         named |= set(re.findall(r"request\.route = \"([^\"]+)\"", source.read_text()))
     assert named, "the routers name their routes"
-    assert named <= app.ROUTES, named - app.ROUTES
+    assert named <= routes.LABELS, named - routes.LABELS
 
 
 def test_rest_handlers_are_known_routes() -> None:
     for name in ("get_value", "put_value", "bulk_get", "create_token", "revoke_token"):
-        assert name in app.ROUTES
-    assert "dispatch" not in app.ROUTES
+        assert name in routes.LABELS
+    assert "dispatch" not in routes.LABELS
 
 
 def test_internal_route_names_are_fixed() -> None:
@@ -29,5 +29,5 @@ def test_internal_route_names_are_fixed() -> None:
     assert internal.route_name("/pullkv/v1/tokens/get") == "internal.tokens/get"
     for made_up in ("/pullkv/v1/", "/pullkv/v1/x" * 20, "/pullkv/v1/fetch/more"):
         assert internal.route_name(made_up) == "internal.unknown"
-    assert internal.ROUTES <= app.ROUTES
-    assert "internal.unknown" in app.ROUTES
+    assert {route.name for route in routes.INTERNAL} <= routes.LABELS
+    assert "internal.unknown" in routes.LABELS

@@ -30,43 +30,40 @@ from pullkv import errors
 from pullkv.backend import Backend, CacheInfo, Fetched, Lookup, WriteResult, conditional
 from pullkv.edge.breaker import BreakerPolicy, CircuitBreaker
 from pullkv.edge.cache import (
+    ENTRY_EXPIRATION,
+    FROZEN_ENTRY,
+    FROZEN_VALIDATED_AT,
     ByteLRU,
     CachePolicy,
     Freshness,
     ListSlot,
-    TokenUse,
     ValueSlot,
     freeze_slot,
     freshness,
+    list_fresh,
+    list_stale_usable,
+    list_ttl,
     live,
     remaining,
     stale_usable,
     thaw_slot,
-    token_use,
+    upstream_failed,
 )
-from pullkv.limits import EDGE_TOKEN_RECORDS, EDGE_UNKNOWN_TOKENS
+from pullkv.edge.namespaces import NamespaceLookups
+from pullkv.edge.tokens import TokenRecords
 from pullkv.metrics import Metrics
 from pullkv.store.base import NamespaceOrder
 from pullkv.types import ListedKey, NamespaceRecord, SealedEntry, SealedWrite, TokenRecord
 
 log = logging.getLogger("pullkv.edge")
 T = TypeVar("T")
-V = TypeVar("V")
 
 ValueKey = tuple[str, str, str, str]  # ("v", account, namespace, key)
 ListKey = tuple[str, str, str, str, str, int]  # ("l", account, namespace, prefix, after, limit)
 Slot = ValueSlot | ListSlot
-
-
-def _any_expired(rows: Sequence[ListedKey], epoch_now: float) -> bool:
-    # A page with an expired key is refetched rather than trimmed: a short page would make
-    # the list look complete when it is not.
-    return any(r.expiration is not None and r.expiration <= epoch_now for r in rows)
-
-
-def upstream_failed(exc: BaseException) -> bool:
-    """Whether an error means the upstream is unreachable or broken (not a refusal)."""
-    return isinstance(exc, errors.KVError) and exc.status >= 500
+# A fresh cached entry for the hot path: the sealed entry, its age and its freshness left
+# (whole seconds).
+FreshEntry = tuple[SealedEntry, int, int]
 
 
 @dataclass(slots=True)
@@ -89,6 +86,7 @@ class EdgeBackend:
         capacity: int,
         metrics: Metrics,
         *,
+        default_ttl: int,
         clock: Callable[[], float] = time.monotonic,
         epoch: Callable[[], float] = time.time,
         upstream_name: str = "the upstream",
@@ -99,6 +97,7 @@ class EdgeBackend:
         self.upstream = upstream
         self.upstream_name = upstream_name
         self.policy = policy
+        self.default_ttl = default_ttl  # Limits.default_cache_ttl: for reads without one
         self.metrics = metrics
         self.clock = clock
         self.epoch = epoch
@@ -112,13 +111,24 @@ class EdgeBackend:
         self._pending: dict[tuple[str, str], _Pending] = {}
         self._write_seq = 0
         self._list_generation: dict[tuple[str, str], int] = {}
-        self._tokens: dict[str, tuple[TokenRecord | None, float]] = {}
-        self._unknown_tokens: dict[str, float] = {}  # token id: when the upstream denied it
-        self._token_refreshing: set[str] = set()
-        self._token_generation = 0  # bumped by revocations: older answers are not kept
-        self._namespaces: dict[tuple[str, str], tuple[NamespaceRecord, float]] = {}
-        self._namespace_refreshing: set[tuple[str, str]] = set()
         self._background: set[asyncio.Task[None]] = set()
+        self.tokens = TokenRecords(
+            lambda token_id: self._upstream_call("token", self.upstream.get_token(token_id)),
+            policy,
+            clock,
+            upstream_down=self._upstream_down,
+            spawn=self._spawn,
+            upstream_name=upstream_name,
+        )
+        self.namespaces = NamespaceLookups(
+            lambda account_id, namespace_id, operation: self._upstream_call(
+                "namespace", self.upstream.namespace(account_id, namespace_id, operation)
+            ),
+            clock,
+            default_ttl,
+            upstream_down=self._upstream_down,
+            spawn=self._spawn,
+        )
         metrics.watch_cache(
             lambda: self.cache.bytes, lambda: len(self.cache), lambda: self.cache.evictions
         )
@@ -131,11 +141,49 @@ class EdgeBackend:
         await self.upstream.close()
 
     # Reads.
+    def fresh_entry(
+        self,
+        account_id: str,
+        namespace_id: str,
+        key: str,
+        ttl: int,
+        known: SealedEntry | None = None,
+    ) -> FreshEntry | None:
+        """A cached value a read with cache TTL ``ttl`` may be answered from right now with
+        no upstream contact and no background work, or None (absent, "not found", in its
+        refresh window, expired, or its key past its expiration: the ordinary ``read`` then
+        does what is needed). Marks the entry recently used; counts nothing.
+
+        If the cached entry equals ``known`` (one the caller kept from an earlier call),
+        ``known`` itself is returned: the caller tells by identity that nothing changed."""
+        # Read in its frozen form: thawing the whole slot costs as much as the rest of a hit.
+        stored = self.cache.get_stored(("v", account_id, namespace_id, key))
+        if type(stored) is not tuple:
+            return None
+        sealed = stored[FROZEN_ENTRY]
+        if sealed is None:
+            return None
+        validated_at = stored[FROZEN_VALIDATED_AT]
+        now = self.clock()
+        age = now - validated_at
+        # ``freshness(...) is Freshness.FRESH``, written out: this runs for every hot read,
+        # and the call costs a tenth of it (tests check the two agree).
+        if age >= ttl or age >= self.policy.refresh_interval:
+            return None
+        expiration = sealed[ENTRY_EXPIRATION]
+        if expiration is not None and expiration <= self.epoch():
+            return None
+        # Equal entries share their parts, so this compares identities, not the bytes.
+        if known is None or known != sealed:
+            known = tuple.__new__(SealedEntry, sealed)
+        # FRESH means validated_at + ttl > now, where ``remaining`` is this int().
+        return known, int(age), int(validated_at + ttl - now)
+
     async def read(
         self, account_id: str, namespace_id: str, key: str, cache_ttl: int | None
     ) -> Lookup:
         """One key from the cache, or from the upstream through single-flight."""
-        ttl = cache_ttl if cache_ttl is not None else self.policy.default_ttl
+        ttl = cache_ttl if cache_ttl is not None else self.default_ttl
         cache_key: ValueKey = ("v", account_id, namespace_id, key)
         slot = self.cache.get(cache_key)
         now = self.clock()
@@ -328,28 +376,25 @@ class EdgeBackend:
         generation = self._list_generation.get((account_id, namespace_id), 0)
         slot = self.cache.get(cache_key)
         now = self.clock()
-        fresh_for = self.policy.list_ttl_for()
-        if (
-            isinstance(slot, ListSlot)
-            and slot.generation == generation
-            and now - slot.fetched_at < fresh_for
-            and not _any_expired(slot.rows, self.epoch())
+        fresh_for = list_ttl(self.policy, self.default_ttl)
+        held = slot if isinstance(slot, ListSlot) and slot.generation == generation else None
+        if held is not None and list_fresh(
+            held.fetched_at, now, self.epoch(), held.rows, fresh_for
         ):
-            return slot.rows
+            return held.rows
         try:
             rows = await self._upstream_call(
                 "list", self.upstream.list_keys(account_id, namespace_id, prefix, after, limit)
             )
         except errors.KVError as exc:
-            usable = (
-                isinstance(slot, ListSlot)
-                and slot.generation == generation
+            if (
+                held is not None
                 and upstream_failed(exc)
-                and now - slot.fetched_at < fresh_for + self.policy.max_stale
-                and not _any_expired(slot.rows, self.epoch())
-            )
-            if usable and isinstance(slot, ListSlot):
-                return slot.rows
+                and list_stale_usable(
+                    held.fetched_at, now, self.epoch(), held.rows, fresh_for, self.policy
+                )
+            ):
+                return held.rows
             raise
         epoch = self.epoch()
         rows = [r for r in rows if r.expiration is None or r.expiration > epoch]
@@ -400,46 +445,12 @@ class EdgeBackend:
         group = (account_id, namespace_id)
         self._list_generation[group] = self._list_generation.get(group, 0) + 1
 
-    # Namespaces: forwarded; a lookup is cached, and once older than the default cache TTL
-    # it is still answered at once while a background lookup refreshes it. Writes are checked
-    # at the origin anyway, so a stale "exists" costs nothing but a later 404 there.
+    # Namespaces: forwarded; a lookup is cached (``edge.namespaces``).
     async def namespace(
         self, account_id: str, namespace_id: str, operation: str
     ) -> NamespaceRecord:
         """The namespace if it exists in this account."""
-        group = (account_id, namespace_id)
-        cached = self._namespaces.get(group)
-        now = self.clock()
-        if cached is not None:
-            if now - cached[1] >= self.policy.default_ttl:
-                self._refresh_namespace_soon(group, operation)
-            return cached[0]
-        found = await self._upstream_call(
-            "namespace", self.upstream.namespace(account_id, namespace_id, operation)
-        )
-        self._namespaces[group] = (found, now)
-        return found
-
-    def _refresh_namespace_soon(self, group: tuple[str, str], operation: str) -> None:
-        if group not in self._namespace_refreshing and self.breaker.closed:
-            self._namespace_refreshing.add(group)
-            self._spawn(self._refresh_namespace(group, operation))
-
-    async def _refresh_namespace(self, group: tuple[str, str], operation: str) -> None:
-        account_id, namespace_id = group
-        now = self.clock()
-        try:
-            found = await self._upstream_call(
-                "namespace", self.upstream.namespace(account_id, namespace_id, operation)
-            )
-        except errors.KVError as exc:
-            if not upstream_failed(exc):
-                self._namespaces.pop(group, None)  # gone: the next lookup asks and says so
-        else:
-            if group in self._namespaces:  # not renamed or deleted here meanwhile
-                self._namespaces[group] = (found, now)
-        finally:
-            self._namespace_refreshing.discard(group)
+        return await self.namespaces.get(account_id, namespace_id, operation)
 
     async def list_namespaces(
         self,
@@ -464,14 +475,14 @@ class EdgeBackend:
         self, account_id: str, namespace_id: str, title: str
     ) -> NamespaceRecord:
         """Forwarded to the upstream."""
-        self._namespaces.pop((account_id, namespace_id), None)
+        self.namespaces.forget(account_id, namespace_id)
         return await self._upstream_call(
             "namespaces", self.upstream.rename_namespace(account_id, namespace_id, title)
         )
 
     async def delete_namespace(self, account_id: str, namespace_id: str) -> None:
         """Forwarded to the upstream."""
-        self._namespaces.pop((account_id, namespace_id), None)
+        self.namespaces.forget(account_id, namespace_id)
         await self._upstream_call(
             "namespaces", self.upstream.delete_namespace(account_id, namespace_id)
         )
@@ -481,80 +492,11 @@ class EdgeBackend:
                 self.cache.pop(cache_key)
         self._bump_lists(account_id, namespace_id)
 
-    # Tokens: records cached so a hot read needs no upstream round trip for auth. A record is
-    # refreshed in the background once old, and checked with the upstream before use once too
-    # old, so a revocation at the origin takes effect here within ``token_max_age`` while the
-    # upstream answers; while it does not, a record is trusted up to ``auth_max_stale`` after
-    # the upstream last confirmed it (``cache.token_use``).
+    # Tokens: records cached so that verifying a token needs no upstream round trip
+    # (``edge.tokens``).
     async def get_token(self, token_id: str) -> TokenRecord | None:
         """A token record, from the cache when young enough."""
-        cached = self._tokens.get(token_id)
-        now = self.clock()
-        unknown_since = self._unknown_tokens.get(token_id)
-        if unknown_since is not None and now - unknown_since < self.policy.token_refresh:
-            return None  # the upstream just said so: made-up tokens cost it one call each
-        if cached is not None:
-            record, confirmed_at = cached
-            use = token_use(confirmed_at, now, self.policy, upstream_down=not self.breaker.closed)
-            if use is TokenUse.FRESH:
-                return record
-            if use is not TokenUse.CHECK:
-                self._refresh_token_soon(token_id)
-                if use is TokenUse.REFUSE:
-                    raise self._token_refused(confirmed_at, now)
-                return record
-        generation = self._token_generation
-        try:
-            record = await self._upstream_call("token", self.upstream.get_token(token_id))
-        except errors.KVError as exc:
-            if cached is None or not upstream_failed(exc):
-                raise
-            later = self.clock()
-            if token_use(cached[1], later, self.policy, upstream_down=True) is TokenUse.REFUSE:
-                raise self._token_refused(cached[1], later) from None
-            return cached[0]
-        self._remember_token(token_id, record, now, generation)
-        return record
-
-    def _refresh_token_soon(self, token_id: str) -> None:
-        # Not while the breaker is open: the call would be refused at once; the first read
-        # after the upstream is back starts the refresh.
-        if token_id not in self._token_refreshing and self.breaker.closed:
-            self._token_refreshing.add(token_id)
-            self._spawn(self._refresh_token(token_id))
-
-    def _token_refused(self, confirmed_at: float, now: float) -> errors.KVError:
-        log.warning(
-            "refusing a token not confirmed by %s for %.0f s (--auth-max-stale %g)",
-            self.upstream_name,
-            now - confirmed_at,
-            self.policy.auth_max_stale,
-        )
-        return errors.token_unconfirmed(
-            self.upstream_name, now - confirmed_at, self.policy.auth_max_stale
-        )
-
-    async def _refresh_token(self, token_id: str) -> None:
-        generation = self._token_generation
-        try:
-            record = await self._upstream_call("token", self.upstream.get_token(token_id))
-            self._remember_token(token_id, record, self.clock(), generation)
-        except errors.KVError:
-            pass  # keep the cached record; the next read retries
-        finally:
-            self._token_refreshing.discard(token_id)
-
-    def _remember_token(
-        self, token_id: str, record: TokenRecord | None, now: float, generation: int
-    ) -> None:
-        if generation != self._token_generation:
-            return  # asked before a revocation here finished: it may predate it
-        if record is None:
-            self._tokens.pop(token_id, None)
-            _remember_bounded(self._unknown_tokens, token_id, now, EDGE_UNKNOWN_TOKENS)
-        else:
-            self._unknown_tokens.pop(token_id, None)
-            _remember_bounded(self._tokens, token_id, (record, now), EDGE_TOKEN_RECORDS)
+        return await self.tokens.get(token_id)
 
     async def add_token(self, token: TokenRecord) -> None:
         """Forwarded to the upstream."""
@@ -566,21 +508,24 @@ class EdgeBackend:
 
     async def revoke_token(self, account_id: str, token_id: str) -> bool:
         """Forwarded to the upstream; forgotten here at once."""
-        self._tokens.pop(token_id, None)
+        self.tokens.forget(token_id)
         try:
             return await self._upstream_call(
                 "token", self.upstream.revoke_token(account_id, token_id)
             )
         finally:
             # Token answers read while the revocation was on its way may predate it.
-            self._token_generation += 1
-            self._tokens.pop(token_id, None)
+            self.tokens.revoked(token_id)
 
     async def data_keys(self) -> list[tuple[int, bytes]]:
         """The upstream's wrapped data keys."""
         return await self._upstream_call("keyring", self.upstream.data_keys())
 
     # Mechanics.
+    def _upstream_down(self) -> bool:
+        """Whether calls up are refused for now (the breaker is open)."""
+        return not self.breaker.closed
+
     async def _upstream_call(self, operation: str, call: Coroutine[Any, Any, T]) -> T:
         """Make an upstream call, or refuse it at once while the breaker is open."""
         if not self.breaker.closed:
@@ -680,11 +625,3 @@ class EdgeBackend:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return task
-
-
-def _remember_bounded(cache: dict[str, V], key: str, value: V, bound: int) -> None:
-    """Set ``cache[key]``, dropping the oldest entries past ``bound`` (insertion order)."""
-    cache.pop(key, None)
-    cache[key] = value
-    while len(cache) > bound:
-        del cache[next(iter(cache))]

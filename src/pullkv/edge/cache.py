@@ -10,16 +10,19 @@ For a read with cache TTL ``ttl``:
 - refresh interval <= age < ttl: REVALIDATE, served at once and revalidated in the background;
 - age >= ttl: EXPIRED, fetched before answering; if the upstream fails, the entry may still be
   served, marked stale, until age < ttl + max stale.
+
+Key lists, namespace lookups and token records have rules of their own, also here.
 """
 
 from __future__ import annotations
 
 import enum
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, NamedTuple, TypeVar, cast
 
+from pullkv import errors
 from pullkv.types import ListedKey, SealedEntry
 
 K = TypeVar("K")
@@ -31,9 +34,11 @@ ENTRY_OVERHEAD = 400
 
 @dataclass(frozen=True, slots=True)
 class CachePolicy:
-    """The edge's cache settings (the ``pullkv edge`` flags)."""
+    """The edge's cache settings (the ``pullkv edge`` flags).
 
-    default_ttl: int = 60  # the default cacheTtl (Limits.default_cache_ttl)
+    The default cacheTtl is not one of them: it is ``Limits.default_cache_ttl``.
+    """
+
     refresh_interval: float = 60.0
     max_stale: float = 3600.0
     list_ttl: float = 60.0
@@ -42,10 +47,6 @@ class CachePolicy:
     # How long a token record may be trusted, from when the upstream last confirmed it,
     # while the upstream cannot be asked: availability against revocation (docs/security.md).
     auth_max_stale: float = 600.0
-
-    def list_ttl_for(self) -> float:
-        """How long a list result may be served: at most the default cache TTL."""
-        return min(self.list_ttl, float(self.default_ttl))
 
 
 class Freshness(enum.Enum):
@@ -103,6 +104,58 @@ def token_use(
     return TokenUse.REFUSE
 
 
+def upstream_failed(exc: BaseException) -> bool:
+    """Whether an error means the upstream is unreachable or broken (not a refusal): the
+    case in which held entries, lists and records may be served past their freshness."""
+    return isinstance(exc, errors.KVError) and exc.status >= 500
+
+
+def list_ttl(policy: CachePolicy, default_ttl: int) -> float:
+    """How long a list result may be served: the list TTL, at most the default cache TTL."""
+    return min(policy.list_ttl, float(default_ttl))
+
+
+def any_expired(rows: Sequence[ListedKey], epoch_now: float) -> bool:
+    """Whether a page of keys lists one that has expired."""
+    return any(r.expiration is not None and r.expiration <= epoch_now for r in rows)
+
+
+def list_fresh(
+    fetched_at: float, now: float, epoch_now: float, rows: Sequence[ListedKey], fresh_for: float
+) -> bool:
+    """Whether a cached page of keys fetched at ``fetched_at`` may be served as it is.
+
+    A page with an expired key is refetched rather than trimmed: a short page would make
+    the list look complete when it is not.
+    """
+    return now - fetched_at < fresh_for and not any_expired(rows, epoch_now)
+
+
+def list_stale_usable(
+    fetched_at: float,
+    now: float,
+    epoch_now: float,
+    rows: Sequence[ListedKey],
+    fresh_for: float,
+    policy: CachePolicy,
+) -> bool:
+    """Whether a cached page of keys may still be served while the upstream is failing."""
+    return now - fetched_at < fresh_for + policy.max_stale and not any_expired(rows, epoch_now)
+
+
+def namespace_stale(looked_up_at: float, now: float, default_ttl: int) -> bool:
+    """Whether a cached namespace lookup is old enough to be refreshed in the background
+    (it is still answered: writes are checked at the origin anyway, so a stale "exists"
+    costs nothing but a later 404 there)."""
+    return now - looked_up_at >= default_ttl
+
+
+def unknown_token_remembered(denied_at: float, now: float, policy: CachePolicy) -> bool:
+    """Whether the upstream's "no such token" is recent enough to repeat without asking:
+    made-up tokens then cost the upstream one call each per ``token_refresh``."""
+    return now - denied_at < policy.token_refresh
+
+
 def remaining(validated_at: float, now: float, ttl: float) -> int:
     """Whole seconds of freshness left (negative once expired)."""
     left = validated_at + ttl - now
@@ -121,15 +174,15 @@ class ValueSlot(NamedTuple):
     last vouched for it. ``written_seq`` orders it against fetches still in flight.
 
     Immutable (change it with ``_replace`` and ``ByteLRU.update``) and made of immutable
-    parts, so the garbage collector untracks it: full collections stay short however many
-    entries the cache holds.
+    parts; the cache stores it frozen (``freeze_slot``) as a plain tuple of atomic values,
+    which the garbage collector untracks: full collections stay short however many entries
+    the cache holds.
     """
 
     entry: SealedEntry | None
     version: int
     validated_at: float
     written_seq: int = 0
-    memo: object | None = None  # derived data (a rendered response) owned by the HTTP layer
 
     def size(self, key_bytes: int) -> int:
         """Bytes charged to the cache for this slot."""
@@ -187,8 +240,8 @@ class ByteLRU(Generic[K, V]):
         return self._thaw(item[0])
 
     def get_stored(self, key: K) -> object | None:
-        """The value as stored (frozen), marked most recently used: for hot readers that
-        know the frozen form and want to skip thawing."""
+        """The value as stored (frozen), marked most recently used: for readers beside the
+        freezing code that know the frozen form and want to skip thawing."""
         item = self._items.get(key)
         if item is None:
             return None
@@ -234,8 +287,8 @@ class ByteLRU(Generic[K, V]):
         return list(self._items)
 
 
-# Positions in a frozen value slot, for readers that skip thawing (the hot path).
-FROZEN_ENTRY, FROZEN_VALIDATED_AT, FROZEN_MEMO = 0, 2, 4
+# Positions in a frozen value slot, for the edge's own readers that skip thawing.
+FROZEN_ENTRY, FROZEN_VALIDATED_AT = 0, 2
 ENTRY_EXPIRATION = 3
 
 
@@ -251,7 +304,6 @@ def freeze_slot(slot: ValueSlot | ListSlot) -> object:
         slot.version,
         slot.validated_at,
         slot.written_seq,
-        slot.memo,
     )
 
 
@@ -259,6 +311,6 @@ def thaw_slot(stored: object) -> ValueSlot | ListSlot:
     """The inverse of :func:`freeze_slot`."""
     if isinstance(stored, ListSlot):
         return stored
-    fields = cast(tuple[Any, int, float, int, object], stored)
+    fields = cast(tuple[Any, int, float, int], stored)
     sealed = None if fields[0] is None else SealedEntry._make(fields[0])
-    return ValueSlot(sealed, fields[1], fields[2], fields[3], fields[4])
+    return ValueSlot(sealed, fields[1], fields[2], fields[3])

@@ -9,10 +9,9 @@ of the edge sees exactly what a client of the origin would.
 from __future__ import annotations
 
 import asyncio
-import base64
 import ssl
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import httpx
 
@@ -20,8 +19,10 @@ from pullkv import errors, wire
 from pullkv.backend import Fetched, Lookup, WriteResult
 from pullkv.store.base import NamespaceOrder
 from pullkv.types import ListedKey, NamespaceRecord, SealedWrite, TokenRecord
+from pullkv.validate import parse_json
 
 UPSTREAM_TOKEN_ENV = "PULLKV_UPSTREAM_TOKEN"
+T = TypeVar("T")
 
 
 class UpstreamBackend:
@@ -51,22 +52,23 @@ class UpstreamBackend:
         """Close the connection pool."""
         await self._http.aclose()
 
-    async def _post(
-        self, operation: str, *, json: Any = None, content: bytes | None = None
-    ) -> httpx.Response:
+    async def _post(self, operation: str, message: dict[str, Any] | bytes) -> bytes:
+        """Send one message of ``pullkv.wire`` (JSON, or framed bytes); the answer's body."""
         if self.latency:
             await asyncio.sleep(self.latency)  # simulated distance (pullkv cluster up)
-        headers = {"content-type": wire.CONTENT_TYPE} if content is not None else None
+        path = f"/pullkv/v1/{operation}"
         try:
-            response = await self._http.post(
-                f"/pullkv/v1/{operation}", json=json, content=content, headers=headers
-            )
+            if isinstance(message, bytes):
+                headers = {"content-type": wire.CONTENT_TYPE}
+                response = await self._http.post(path, content=message, headers=headers)
+            else:
+                response = await self._http.post(path, json=message)
         except httpx.TimeoutException:
             raise errors.upstream_unreachable(f"{self.url} did not answer in time") from None
         except httpx.HTTPError as exc:
             raise errors.upstream_unreachable(f"{self.url} unreachable ({exc})") from None
         if response.is_success:
-            return response
+            return response.content
         try:
             first = response.json()["errors"][0]
             error = errors.KVError(response.status_code, int(first["code"]), str(first["message"]))
@@ -75,6 +77,17 @@ class UpstreamBackend:
         if response.status_code >= 500:
             error.retryable = True
         raise error
+
+    def _json_answer(self, operation: str, body: bytes, decode: Callable[[object], T]) -> T:
+        """A JSON answer decoded; one that does not parse or check is the upstream's fault."""
+        return self._answer(operation, lambda: decode(parse_json(body, f"{operation} answer")))
+
+    def _answer(self, operation: str, decode: Callable[[], T]) -> T:
+        try:
+            return decode()
+        except errors.KVError as exc:
+            reason = f"malformed {operation} answer from {self.url} ({exc.message})"
+            raise errors.upstream_unavailable(reason) from None
 
     async def probe(self) -> bool:
         """Whether the upstream answers its health check."""
@@ -89,8 +102,9 @@ class UpstreamBackend:
         self, account_id: str, namespace_id: str, operation: str
     ) -> NamespaceRecord:
         """Forward a namespace lookup."""
-        body = {"a": account_id, "n": namespace_id, "op": operation}
-        return wire.namespace_from_wire((await self._post("namespace", json=body)).json())
+        message = wire.NamespaceRequest(account_id, namespace_id, operation)
+        body = await self._post("namespace", message.to_wire())
+        return self._json_answer("namespace", body, wire.NamespaceResponse.from_wire).namespace
 
     async def list_namespaces(
         self,
@@ -102,32 +116,35 @@ class UpstreamBackend:
         only: Sequence[str] | None,
     ) -> tuple[list[NamespaceRecord], int]:
         """Forward a namespace list."""
-        body = {
-            "a": account_id,
-            "order": order,
-            "desc": descending,
-            "offset": offset,
-            "limit": limit,
-            "only": list(only) if only is not None else None,
-        }
-        data = (await self._post("namespaces/list", json=body)).json()
-        return [wire.namespace_from_wire(n) for n in data["items"]], int(data["total"])
+        only = tuple(only) if only is not None else None
+        message = wire.NamespaceListRequest(account_id, order, descending, offset, limit, only)
+        body = await self._post("namespaces/list", message.to_wire())
+        page = self._json_answer("namespaces/list", body, wire.NamespacePage.from_wire)
+        return list(page.namespaces), page.total
 
     async def create_namespace(self, namespace: NamespaceRecord) -> NamespaceRecord:
         """Forward a namespace creation."""
-        body = {"namespace": wire.namespace_to_wire(namespace)}
-        return wire.namespace_from_wire((await self._post("namespaces/create", json=body)).json())
+        body = await self._post(
+            "namespaces/create", wire.NamespaceCreateRequest(namespace).to_wire()
+        )
+        return self._json_answer(
+            "namespaces/create", body, wire.NamespaceResponse.from_wire
+        ).namespace
 
     async def rename_namespace(
         self, account_id: str, namespace_id: str, title: str
     ) -> NamespaceRecord:
         """Forward a rename."""
-        body = {"a": account_id, "n": namespace_id, "title": title}
-        return wire.namespace_from_wire((await self._post("namespaces/rename", json=body)).json())
+        message = wire.NamespaceRenameRequest(account_id, namespace_id, title)
+        body = await self._post("namespaces/rename", message.to_wire())
+        return self._json_answer(
+            "namespaces/rename", body, wire.NamespaceResponse.from_wire
+        ).namespace
 
     async def delete_namespace(self, account_id: str, namespace_id: str) -> None:
         """Forward a namespace deletion."""
-        await self._post("namespaces/delete", json={"a": account_id, "n": namespace_id})
+        message = wire.NamespaceDeleteRequest(account_id, namespace_id)
+        await self._post("namespaces/delete", message.to_wire())
 
     # Keys.
     async def fetch(
@@ -138,17 +155,9 @@ class UpstreamBackend:
         cache_ttl: int | None,
     ) -> dict[str, Fetched]:
         """One batched conditional fetch."""
-        body = {
-            "a": account_id,
-            "n": namespace_id,
-            "keys": [list(k) for k in keys],
-            "ttl": cache_ttl,
-        }
-        response = await self._post("fetch", json=body)
-        try:
-            return wire.unpack_fetched(response.content)
-        except (wire.WireError, KeyError, IndexError) as exc:
-            raise errors.upstream_unavailable(f"malformed fetch answer ({exc})") from None
+        message = wire.FetchRequest(account_id, namespace_id, tuple(keys), cache_ttl)
+        body = await self._post("fetch", message.to_wire())
+        return self._answer("fetch", lambda: wire.FetchResponse.from_wire(body)).answers
 
     async def read(
         self, account_id: str, namespace_id: str, key: str, cache_ttl: int | None
@@ -168,54 +177,46 @@ class UpstreamBackend:
         self, account_id: str, namespace_id: str, prefix: str, after: str | None, limit: int
     ) -> list[ListedKey]:
         """Forward a key list."""
-        body = {
-            "a": account_id,
-            "n": namespace_id,
-            "prefix": prefix,
-            "after": after,
-            "limit": limit,
-        }
-        response = await self._post("list", json=body)
-        try:
-            return wire.unpack_listed(response.content)
-        except (wire.WireError, KeyError, IndexError) as exc:
-            raise errors.upstream_unavailable(f"malformed list answer ({exc})") from None
+        message = wire.ListRequest(account_id, namespace_id, prefix, after, limit)
+        body = await self._post("list", message.to_wire())
+        return list(self._answer("list", lambda: wire.ListResponse.from_wire(body)).keys)
 
     async def write(
         self, account_id: str, namespace_id: str, writes: Sequence[SealedWrite]
     ) -> WriteResult:
         """Forward sealed writes."""
-        content = wire.pack_writes({"a": account_id, "n": namespace_id}, writes)
-        data = (await self._post("write", content=content)).json()
-        return WriteResult({k: int(v) for k, v in data["versions"].items()}, data["refused"])
+        message = wire.WriteRequest(account_id, namespace_id, tuple(writes))
+        body = await self._post("write", message.to_wire())
+        return self._json_answer("write", body, wire.WriteResponse.from_wire).result
 
     async def delete(self, account_id: str, namespace_id: str, keys: Sequence[str]) -> WriteResult:
         """Forward deletes."""
-        body = {"a": account_id, "n": namespace_id, "keys": list(keys)}
-        data = (await self._post("delete", json=body)).json()
-        return WriteResult({k: int(v) for k, v in data["versions"].items()}, data["refused"])
+        message = wire.DeleteRequest(account_id, namespace_id, tuple(keys))
+        body = await self._post("delete", message.to_wire())
+        return self._json_answer("delete", body, wire.WriteResponse.from_wire).result
 
     # Tokens and keys.
     async def get_token(self, token_id: str) -> TokenRecord | None:
         """A token record from the upstream."""
-        data = (await self._post("tokens/get", json={"id": token_id})).json()
-        return None if data["token"] is None else wire.token_from_wire(data["token"])
+        body = await self._post("tokens/get", wire.TokenGetRequest(token_id).to_wire())
+        return self._json_answer("tokens/get", body, wire.TokenResponse.from_wire).token
 
     async def add_token(self, token: TokenRecord) -> None:
         """Forward a new token."""
-        await self._post("tokens/add", json={"token": wire.token_to_wire(token)})
+        await self._post("tokens/add", wire.TokenAddRequest(token).to_wire())
 
     async def list_tokens(self, account_id: str) -> list[TokenRecord]:
         """Forward a token list."""
-        data = (await self._post("tokens/list", json={"a": account_id})).json()
-        return [wire.token_from_wire(t) for t in data["tokens"]]
+        body = await self._post("tokens/list", wire.TokenListRequest(account_id).to_wire())
+        return list(self._json_answer("tokens/list", body, wire.TokenListResponse.from_wire).tokens)
 
     async def revoke_token(self, account_id: str, token_id: str) -> bool:
         """Forward a revocation."""
-        data = (await self._post("tokens/revoke", json={"a": account_id, "id": token_id})).json()
-        return bool(data["revoked"])
+        message = wire.TokenRevokeRequest(account_id, token_id)
+        body = await self._post("tokens/revoke", message.to_wire())
+        return self._json_answer("tokens/revoke", body, wire.RevokeResponse.from_wire).revoked
 
     async def data_keys(self) -> list[tuple[int, bytes]]:
         """The upstream's wrapped data keys."""
-        data = (await self._post("keyring", json={})).json()
-        return [(int(k), base64.b64decode(w)) for k, w in data["keys"]]
+        body = await self._post("keyring", {})
+        return list(self._json_answer("keyring", body, wire.KeyringResponse.from_wire).keys)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -15,10 +14,20 @@ from pullkv.auth import Authenticator
 from pullkv.backend import Backend
 from pullkv.http import internal, openapi
 from pullkv.http.asgi import Receive, Request, Response, Scope, Send, envelope, error_response
-from pullkv.http.binding import NAMESPACE_HEADER, BindingAPI, binding_error
+from pullkv.http.binding import BindingAPI, binding_error
 from pullkv.http.hot import HotReads
-from pullkv.http.internal import PREFIX as INTERNAL_PREFIX
-from pullkv.http.rest import ACCOUNTS_PREFIX, RestAPI
+from pullkv.http.rest import RestAPI
+from pullkv.http.routes import (
+    ACCOUNTS_PREFIX,
+    INTERNAL_PREFIX,
+    LABELS,
+    NAMESPACE_HEADER,
+    NODE,
+    NODE_ROUTER,
+    UNKNOWN,
+    handlers,
+    label,
+)
 from pullkv.metrics import Metrics
 from pullkv.service import KVService
 from pullkv.types import TokenRecord
@@ -45,45 +54,6 @@ def _verify(token: TokenRecord) -> Response:
 def _user(token: TokenRecord) -> Response:
     # There are no users in pullkv, only tokens; this is what `wrangler whoami` shows.
     return envelope({"id": token.id, "email": f"token-{token.id}@pullkv.invalid"})
-
-
-# Identity endpoints that Cloudflare clients call to discover their account (wrangler calls
-# /memberships and /accounts when no account id is configured).
-_IDENTITY_ROUTES: dict[str, Callable[[TokenRecord], Response]] = {
-    "/client/v4/accounts": _accounts,
-    "/client/v4/memberships": _memberships,
-    "/client/v4/user/tokens/verify": _verify,
-    "/client/v4/user": _user,
-}
-
-# Every metrics label a request may carry. Labels come only from this fixed set, never from
-# the request, so no path (made up, unauthenticated) adds a series: anything else is
-# "unknown". A router that names a new route adds it here (tests/unit/test_routes.py checks).
-ROUTES = frozenset(
-    {
-        # The REST handlers: RestAPI._run labels a request with its handler's name.
-        *(
-            name
-            for name, member in vars(RestAPI).items()
-            if not name.startswith("_")
-            and name != "dispatch"
-            and inspect.iscoroutinefunction(member)
-        ),
-        "binding",
-        "binding.bulk_get",
-        "binding.list",
-        "binding.get",
-        "binding.put",
-        "binding.delete",
-        *internal.ROUTES,
-        "identity",
-        "healthz",
-        "readyz",
-        "openapi",
-        "metrics",
-        "unknown",
-    }
-)
 
 
 class App:
@@ -134,7 +104,9 @@ class App:
         """Answer one request; every failure becomes a Cloudflare error envelope."""
         started = time.perf_counter()
         response = await self._answer(request)
-        route = request.route if request.route in ROUTES else "unknown"
+        # Labels come from the route table, never from the request, so no path (made up,
+        # unauthenticated) adds a series.
+        route = request.route if request.route in LABELS else UNKNOWN
         self.metrics.requests.labels(route).observe(time.perf_counter() - started)
         return response
 
@@ -171,35 +143,36 @@ class App:
             request.route = internal.route_name(path)
             token = await self.authenticator.authenticate(request.header("authorization"))
             return await internal.dispatch(self.internal, request, token)
-        if path == openapi.PATH:
-            # The API's description holds no data, so it needs no token (tools fetch it first).
-            request.route = "openapi"
-            if request.method not in ("GET", "HEAD"):
-                raise errors.method_not_allowed(request.method)
-            return Response(200, openapi.document())
-        if path == "/healthz":
-            request.route = "healthz"
-            return Response(200, b"ok\n", b"text/plain")
-        if path == "/readyz":
-            request.route = "readyz"
-            if self._ready is None or await self._ready():
-                return Response(200, b"ready\n", b"text/plain")
-            raise errors.upstream_unavailable("not ready: the upstream does not answer")
-        if path == "/metrics":
-            request.route = "metrics"
-            token = await self.authenticator.authenticate(request.header("authorization"))
-            # Metrics describe the whole node (every account's traffic), so not a token
-            # limited to some namespaces.
-            if not (token.edge or (token.admin and token.namespaces is None)):
-                raise errors.permission_denied(
-                    "metrics need an edge token or an admin token not limited to namespaces"
-                )
-            return Response(200, self.metrics.render(), PROMETHEUS_TYPE)
-        if request.method in ("GET", "HEAD") and path in _IDENTITY_ROUTES:
-            request.route = "identity"
-            token = await self.authenticator.authenticate(request.header("authorization"))
-            return _IDENTITY_ROUTES[path](token)
-        raise errors.no_route(path)
+        # The node's own endpoints are labelled before their method is checked.
+        request.route = label(NODE_ROUTER, path, request.route)
+        route = NODE_ROUTER.resolve(request.method, path).route
+        request.route = route.name
+        return await _NODE_HANDLERS[route.handler](self, request)
+
+    async def openapi(self, request: Request) -> Response:
+        """The API's description: it holds no data, so it needs no token (tools fetch it
+        first)."""
+        return Response(200, openapi.document())
+
+    async def healthz(self, request: Request) -> Response:
+        """The process answers."""
+        return Response(200, b"ok\n", b"text/plain")
+
+    async def readyz(self, request: Request) -> Response:
+        """The node can serve: its upstream answers."""
+        if self._ready is None or await self._ready():
+            return Response(200, b"ready\n", b"text/plain")
+        raise errors.upstream_unavailable("not ready: the upstream does not answer")
+
+    async def metrics_text(self, request: Request) -> Response:
+        """The Prometheus metrics of the whole node."""
+        token = await self.authenticator.authenticate(request.header("authorization"))
+        # Metrics describe every account's traffic, so not a token limited to some namespaces.
+        if not (token.edge or (token.admin and token.namespaces is None)):
+            raise errors.permission_denied(
+                "metrics need an edge token or an admin token not limited to namespaces"
+            )
+        return Response(200, self.metrics.render(), PROMETHEUS_TYPE)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -217,3 +190,29 @@ class App:
                     await self._on_shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+NodeHandler = Callable[[App, Request], Awaitable[Response]]
+
+
+def _identity(answer: Callable[[TokenRecord], Response]) -> NodeHandler:
+    async def handler(app: App, request: Request) -> Response:
+        return answer(await app.authenticator.authenticate(request.header("authorization")))
+
+    return handler
+
+
+# Each node route (pullkv.http.routes.NODE) runs the handler its table entry names.
+_NODE_HANDLERS: dict[str, NodeHandler] = handlers(
+    NODE,
+    {
+        "openapi": App.openapi,
+        "healthz": App.healthz,
+        "readyz": App.readyz,
+        "metrics": App.metrics_text,
+        "accounts": _identity(_accounts),
+        "memberships": _identity(_memberships),
+        "verify": _identity(_verify),
+        "user": _identity(_user),
+    },
+)

@@ -25,6 +25,7 @@ code sees (``KV PUT failed: 413 Value length of … exceeds limit of 26214400.``
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pullkv import errors
@@ -32,10 +33,10 @@ from pullkv.auth import authorize
 from pullkv.backend import CacheInfo
 from pullkv.http.asgi import OCTET_TYPE, Request, Response, dump_json
 from pullkv.http.rest import expiration_param, parse_bulk_get, value_headers
+from pullkv.http.routes import BINDING, BINDING_ROUTER, NAMESPACE_HEADER, Match, handlers
 from pullkv.service import KVService, render_bulk_get
 from pullkv.types import TokenRecord, ValueWrite
 from pullkv.validate import (
-    decode_key,
     parse_cache_ttl,
     parse_list_limit,
     resolve_expiration,
@@ -45,7 +46,6 @@ from pullkv.validate import (
     validate_value_size,
 )
 
-NAMESPACE_HEADER = "x-pullkv-namespace"
 TEXT_TYPE = b"text/plain; charset=utf-8"
 
 
@@ -77,40 +77,24 @@ class BindingAPI:
     async def dispatch(self, request: Request, token: TokenRecord) -> Response:
         """Route one binding request (the namespace header is already known to be there)."""
         namespace_id = validate_id("namespace", request.header(NAMESPACE_HEADER) or "")
-        path = request.raw_path
-        account_id = token.account_id
-        if path == "/bulk/get" and request.method == "POST":
-            request.route = "binding.bulk_get"
-            authorize(token, account_id, namespace_id=namespace_id)
-            return await self._bulk_get(request, account_id, namespace_id)
-        method = request.method
-        if path == "/":
-            if method != "GET" and method != "HEAD":
-                raise errors.method_not_allowed(request.method)
-            request.route = "binding.list"
-            authorize(token, account_id, namespace_id=namespace_id)
-            return await self._list(request, account_id, namespace_id)
-        if request.query("urlencoded") != "true":
-            raise errors.bad_request("binding requests name the key URL-encoded (?urlencoded=true)")
-        key = decode_key(path[1:])
-        if method == "GET" or method == "HEAD":  # HEAD: the server leaves the body out
-            request.route = "binding.get"
-            authorize(token, account_id, namespace_id=namespace_id)
-            return await self._get(request, account_id, namespace_id, key)
-        if method == "PUT":
-            request.route = "binding.put"
-            authorize(token, account_id, namespace_id=namespace_id, write=True)
-            return await self._put(request, account_id, namespace_id, key)
-        if method == "DELETE":
-            request.route = "binding.delete"
-            authorize(token, account_id, namespace_id=namespace_id, write=True)
-            await self.service.delete(account_id, namespace_id, key)
-            return Response(200, b"", TEXT_TYPE)
-        raise errors.method_not_allowed(method)
+        match = BINDING_ROUTER.resolve(request.method, request.raw_path, request.query)
+        route = match.route
+        request.route = route.name
+        authorize(token, token.account_id, namespace_id=namespace_id, write=route.name in _WRITES)
+        return await _HANDLERS[route.handler](self, request, token.account_id, namespace_id, match)
 
-    async def _get(
-        self, request: Request, account_id: str, namespace_id: str, key: str
+    async def delete(
+        self, request: Request, account_id: str, namespace_id: str, match: Match
     ) -> Response:
+        """DELETE /<key>: succeeds whether or not the key exists."""
+        await self.service.delete(account_id, namespace_id, match.params["key"])
+        return Response(200, b"", TEXT_TYPE)
+
+    async def get(
+        self, request: Request, account_id: str, namespace_id: str, match: Match
+    ) -> Response:
+        """GET /<key>: the raw value, its metadata, expiry and cache status."""
+        key = match.params["key"]
         cache_ttl = parse_cache_ttl(request.query("cache_ttl"), self.limits)
         read = await self.service.read(account_id, namespace_id, key, cache_ttl)
         headers = cf_cache_status(read.cache)
@@ -120,10 +104,11 @@ class BindingAPI:
         headers += value_headers(entry.expiration, entry.metadata_json, b"cf-expiration")
         return Response(200, entry.value, OCTET_TYPE, headers)
 
-    async def _put(
-        self, request: Request, account_id: str, namespace_id: str, key: str
+    async def put(
+        self, request: Request, account_id: str, namespace_id: str, match: Match
     ) -> Response:
-        validate_key(key, self.limits)
+        """PUT /<key>: the body is the value, metadata in ``CF-KV-Metadata``."""
+        key = validate_key(match.params["key"], self.limits)
         expiration = resolve_expiration(
             expiration_param("expiration", request.query("expiration")),
             expiration_param("expiration_ttl", request.query("expiration_ttl")),
@@ -145,7 +130,10 @@ class BindingAPI:
         )
         return Response(200, b"", TEXT_TYPE)
 
-    async def _list(self, request: Request, account_id: str, namespace_id: str) -> Response:
+    async def list_keys(
+        self, request: Request, account_id: str, namespace_id: str, match: Match
+    ) -> Response:
+        """GET /: one page of key names, metadata as JSON text."""
         page = await self.service.list_keys(
             account_id,
             namespace_id,
@@ -166,7 +154,10 @@ class BindingAPI:
             body["cursor"] = page.cursor
         return Response(200, dump_json(body))
 
-    async def _bulk_get(self, request: Request, account_id: str, namespace_id: str) -> Response:
+    async def bulk_get(
+        self, request: Request, account_id: str, namespace_id: str, match: Match
+    ) -> Response:
+        """POST /bulk/get: several keys' values (and metadata) as JSON."""
         body = await request.json(self.limits.json_body_max_bytes)
         keys, kind, with_metadata = parse_bulk_get(body)
         cache_ttl = parse_cache_ttl(_text(body.get("cacheTtl")), self.limits)
@@ -179,6 +170,12 @@ class BindingAPI:
                 if isinstance(item, dict):
                     item.pop("expiration", None)
         return Response(200, json.dumps(values, separators=(",", ":")).encode())
+
+
+Handler = Callable[[BindingAPI, Request, str, str, Match], Awaitable[Response]]
+# Each binding route runs the BindingAPI method its handler names.
+_HANDLERS: dict[str, Handler] = handlers(BINDING, vars(BindingAPI))
+_WRITES = frozenset({"binding.put", "binding.delete"})
 
 
 def _text(raw: Any) -> str | None:

@@ -1,7 +1,7 @@
 """The Cloudflare v4 REST API for KV, under ``/client/v4/accounts/{account_id}``.
 
-Routing works on the raw path so that a key's ``%2F`` stays part of the key: the key is
-percent-decoded exactly once, here.
+Its routes are rows of :data:`pullkv.http.routes.REST`, each naming the RestAPI method it
+runs; the router works on the raw path, so a key's ``%2F`` stays part of the key.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,10 +25,10 @@ from pullkv.auth import (
 from pullkv.backend import CacheInfo
 from pullkv.http.asgi import OCTET_TYPE, Request, Response, envelope, error_response
 from pullkv.http.multipart import parse_form
+from pullkv.http.routes import REST, REST_ROUTER, handlers
 from pullkv.service import BulkType, KVService, render_bulk_get
 from pullkv.types import TokenRecord, ValueWrite
 from pullkv.validate import (
-    decode_key,
     metadata_from_object,
     parse_cache_ttl,
     parse_int,
@@ -39,8 +39,6 @@ from pullkv.validate import (
     validate_metadata_text,
     validate_value_size,
 )
-
-ACCOUNTS_PREFIX = "/client/v4/accounts/"
 
 
 @dataclass(slots=True)
@@ -133,60 +131,18 @@ class RestAPI:
 
     async def dispatch(self, request: Request, token: TokenRecord) -> Response:
         """Route a request under the accounts prefix and run its handler."""
-        rest = request.raw_path[len(ACCOUNTS_PREFIX) :]
-        parts = rest.split("/")
-        account_id = validate_id("account", parts[0])
-        call = Call(request, token, account_id)
-        tail = parts[1:]
-        if tail and tail[0] == "tokens":
-            return await self._tokens(call, tail[1:])
-        if tail[:3] != ["storage", "kv", "namespaces"]:
-            raise errors.no_route(request.raw_path)
-        tail = tail[3:]
-        # ".../namespaces/" (as httpx's base_url joins it) names the collection; a trailing
-        # slash after a namespace id does not (wrangler turns the key ".." into one).
-        if not tail or tail == [""]:
-            return await self._run(
-                call, {"GET": RestAPI.list_namespaces, "POST": RestAPI.create_namespace}
-            )
-        call.namespace_id = validate_id("namespace", tail[0])
-        sub = tail[1:]
-        if not sub:
-            handlers = {
-                "GET": RestAPI.get_namespace,
-                "PUT": RestAPI.rename_namespace,
-                "DELETE": RestAPI.delete_namespace,
-            }
-            return await self._run(call, handlers)
-        head = sub[0]
-        if head in ("values", "metadata") and len(sub) >= 2:
-            call.key = decode_key("/".join(sub[1:]))
-            if head == "metadata":
-                return await self._run(call, {"GET": RestAPI.get_metadata})
-            handlers = {
-                "GET": RestAPI.get_value,
-                "PUT": RestAPI.put_value,
-                "DELETE": RestAPI.delete_value,
-            }
-            return await self._run(call, handlers)
-        if sub == ["keys"]:
-            return await self._run(call, {"GET": RestAPI.list_keys})
-        if sub == ["bulk"]:
-            return await self._run(call, {"PUT": RestAPI.bulk_put, "DELETE": RestAPI.bulk_delete})
-        if sub == ["bulk", "delete"]:
-            return await self._run(call, {"POST": RestAPI.bulk_delete})
-        if sub == ["bulk", "get"]:
-            return await self._run(call, {"POST": RestAPI.bulk_get})
-        raise errors.no_route(request.raw_path)
-
-    async def _run(self, call: Call, handlers: Mapping[str, Handler]) -> Response:
-        method = call.request.method
-        # HEAD is GET without the body (the HTTP server leaves the body out).
-        handler = handlers.get("GET" if method == "HEAD" else method)
-        if handler is None:
-            raise errors.method_not_allowed(call.request.method)
-        call.request.route = handler.__name__
-        return await handler(self, call)
+        match = REST_ROUTER.resolve(request.method, request.raw_path)
+        params = match.params
+        call = Call(
+            request,
+            token,
+            params["account_id"],
+            params.get("namespace_id", ""),
+            params.get("key", ""),
+            params.get("token_id", ""),
+        )
+        request.route = match.route.name
+        return await _HANDLERS[match.route.handler](self, call)
 
     # Namespaces.
     async def list_namespaces(self, call: Call) -> Response:
@@ -413,14 +369,6 @@ class RestAPI:
         return envelope({"values": values})
 
     # Tokens (pullkv's own; Cloudflare keeps account tokens under the same path).
-    async def _tokens(self, call: Call, tail: list[str]) -> Response:
-        if not tail:
-            return await self._run(call, {"GET": RestAPI.list_tokens, "POST": RestAPI.create_token})
-        if len(tail) == 1 and tail[0]:
-            call.token_id = tail[0]
-            return await self._run(call, {"DELETE": RestAPI.revoke_token})
-        raise errors.no_route(call.request.raw_path)
-
     async def list_tokens(self, call: Call) -> Response:
         """GET tokens: the account's tokens, never their secrets.
 
@@ -486,6 +434,10 @@ class RestAPI:
             raise errors.token_not_found(call.token_id)
         self.authenticator.forget(call.token_id)
         return envelope({"id": call.token_id})
+
+
+# Each REST route runs the RestAPI method of its name.
+_HANDLERS: dict[str, Handler] = handlers(REST, vars(RestAPI))
 
 
 def parse_bulk_get(body: Any) -> tuple[list[str], BulkType, bool]:
