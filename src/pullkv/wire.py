@@ -1,62 +1,179 @@
-"""The byte format of messages between tiers: a JSON header followed by raw blobs.
+"""The messages between tiers: typed requests and answers of the internal API, and their bytes.
 
-Sealed values are binary and up to 25 MiB, so they travel as raw bytes after a small JSON
-header that carries everything else and the blobs' lengths (no base64, no copies beyond one
-join). Layout: ``PKV1`` | header length (4 bytes, big-endian) | header JSON | blobs.
+Each message is a frozen dataclass with ``to_wire()`` and ``from_wire()``. The edge
+(``edge/upstream.py``) encodes requests and decodes answers; the internal API
+(``http/internal.py``) decodes requests and encodes answers, so the two sides cannot drift
+apart. Decoding checks every field's type and range and refuses anything else with a 400 that
+names the field: a made-up message from an edge token never reaches the store (where a huge
+integer would overflow SQLite's 64-bit integers) and never becomes a 500.
+
+Most messages are JSON objects (``to_wire()`` gives the object, ``from_wire()`` takes the
+parsed one). Those that carry sealed values, which are binary and up to 25 MiB, are framed
+instead: raw bytes after a small JSON header that carries everything else and the blobs'
+lengths (no base64, no copies beyond one join). Layout: ``PKV1`` | header length (4 bytes,
+big-endian) | header JSON | blobs.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import json
-from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from pullkv.backend import Fetched
-from pullkv.errors import KVError
+from pullkv import errors
+from pullkv.backend import Fetched, WriteResult
+from pullkv.store.base import NamespaceOrder
 from pullkv.types import ListedKey, NamespaceRecord, SealedEntry, SealedWrite, TokenRecord
 from pullkv.validate import parse_json
 
 MAGIC = b"PKV1"
 CONTENT_TYPE = "application/x-pullkv"
+# The largest integer SQLite and PostgreSQL store (both use signed 64 bits). Versions,
+# expirations, offsets and limits all end up in SQL, so larger ones are refused here.
+INT64_MAX = (1 << 63) - 1
 
 
-class WireError(ValueError):
-    """A message that is not in this format."""
+# Reading decoded JSON: every accessor checks the type and range, and names the field.
+def _malformed(where: str, problem: str) -> errors.KVError:
+    return errors.bad_request(f"malformed internal message: {where} {problem}")
 
 
-def pack(header: Any, blobs: list[bytes]) -> bytes:
-    """Frame a JSON-serialisable header and blobs into one message."""
-    head = json.dumps({"h": header, "l": [len(b) for b in blobs]}, separators=(",", ":"))
-    raw = head.encode("utf-8")
-    return b"".join([MAGIC, len(raw).to_bytes(4, "big"), raw, *blobs])
+def _text(value: object, where: str) -> str:
+    if not isinstance(value, str):
+        raise _malformed(where, "must be a string")
+    if not value.isascii():
+        # JSON may spell a lone surrogate ("\ud800"), which no store can encode.
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _malformed(where, "must be valid Unicode") from None
+    return value
 
 
-def unpack(data: bytes) -> tuple[Any, list[bytes]]:
-    """The header and blobs of a message."""
+def _integer(value: object, where: str, maximum: int = INT64_MAX) -> int:
+    # ``type() is int``: JSON true and false decode to bools, which are ints to Python.
+    if type(value) is not int or not 0 <= value <= maximum:
+        raise _malformed(where, f"must be an integer from 0 to {maximum}")
+    return value
+
+
+class _Fields:
+    """One JSON object of a message, read field by field."""
+
+    __slots__ = ("_data", "where")
+
+    def __init__(self, data: object, where: str) -> None:
+        if not isinstance(data, dict):
+            raise _malformed(where, "must be a JSON object")
+        self._data: dict[str, object] = data
+        self.where = where
+
+    def raw(self, name: str) -> tuple[object, str]:
+        """A field's value, unchecked, and its name for error messages."""
+        where = f"{self.where}.{name}"
+        if name not in self._data:
+            raise _malformed(where, "is missing")
+        return self._data[name], where
+
+    def text(self, name: str) -> str:
+        return _text(*self.raw(name))
+
+    def optional_text(self, name: str) -> str | None:
+        value, where = self.raw(name)
+        return None if value is None else _text(value, where)
+
+    def integer(self, name: str) -> int:
+        return _integer(*self.raw(name))
+
+    def optional_integer(self, name: str) -> int | None:
+        value, where = self.raw(name)
+        return None if value is None else _integer(value, where)
+
+    def flag(self, name: str) -> bool:
+        value, where = self.raw(name)
+        if not isinstance(value, bool):
+            raise _malformed(where, "must be true or false")
+        return value
+
+    def blob(self, name: str) -> bytes:
+        value, where = self.raw(name)
+        try:
+            return base64.b64decode(_text(value, where), validate=True)
+        except (binascii.Error, ValueError):
+            raise _malformed(where, "must be base64") from None
+
+    def array(self, name: str) -> list[tuple[object, str]]:
+        """A JSON array's elements, each with its name for error messages."""
+        value, where = self.raw(name)
+        if not isinstance(value, list):
+            raise _malformed(where, "must be an array")
+        return [(item, f"{where}[{i}]") for i, item in enumerate(value)]
+
+    def objects(self, name: str) -> list[_Fields]:
+        return [_Fields(item, where) for item, where in self.array(name)]
+
+    def texts(self, name: str) -> tuple[str, ...]:
+        return tuple(_text(item, where) for item, where in self.array(name))
+
+    def optional_texts(self, name: str) -> tuple[str, ...] | None:
+        return None if self.raw(name)[0] is None else self.texts(name)
+
+    def nested(self, name: str) -> _Fields:
+        return _Fields(*self.raw(name))
+
+
+# Framing.
+class _Blobs:
+    """The blobs of a framed message, taken in order as its header refers to them."""
+
+    __slots__ = ("_blobs", "_next", "_where")
+
+    def __init__(self, blobs: list[bytes], where: str) -> None:
+        self._blobs = blobs
+        self._next = 0
+        self._where = where
+
+    def take(self, where: str) -> bytes:
+        if self._next == len(self._blobs):
+            raise _malformed(where, "refers to a blob the message does not hold")
+        self._next += 1
+        return self._blobs[self._next - 1]
+
+    def finish(self) -> None:
+        if self._next != len(self._blobs):
+            raise _malformed(self._where, "holds blobs that no field refers to")
+
+
+def _frame(header: dict[str, Any], blobs: list[bytes]) -> bytes:
+    head = json.dumps(
+        {"header": header, "blob_lengths": [len(b) for b in blobs]}, separators=(",", ":")
+    ).encode("utf-8")
+    return b"".join([MAGIC, len(head).to_bytes(4, "big"), head, *blobs])
+
+
+def _unframe(data: bytes, where: str) -> tuple[_Fields, _Blobs]:
     if len(data) < 8 or data[:4] != MAGIC:
-        raise WireError("not a pullkv message")
+        raise _malformed(where, "is not a framed pullkv message")
     size = int.from_bytes(data[4:8], "big")
-    try:
-        frame = parse_json(data[8 : 8 + size], "pullkv message header")
-        lengths = [int(n) for n in frame["l"]]
-    except (KVError, ValueError, KeyError, TypeError):
-        raise WireError("malformed pullkv message header") from None
+    if 8 + size > len(data):
+        raise _malformed(where, "is truncated")
+    frame = _Fields(parse_json(data[8 : 8 + size], f"{where} header"), where)
     offset = 8 + size
     blobs = []
-    for length in lengths:
-        if length < 0 or offset + length > len(data):
-            raise WireError("pullkv message is truncated")
+    for item, item_where in frame.array("blob_lengths"):
+        length = _integer(item, item_where, len(data) - offset)
         blobs.append(data[offset : offset + length])
         offset += length
     if offset != len(data):
-        raise WireError("pullkv message has trailing bytes")
-    return frame["h"], blobs
+        raise _malformed(where, "has bytes after its last blob")
+    return _Fields(frame.raw("header")[0], where), _Blobs(blobs, where)
 
 
-# Records as they travel between tiers.
+# Records inside messages.
 def namespace_to_wire(namespace: NamespaceRecord) -> dict[str, Any]:
-    """A namespace as JSON."""
+    """A namespace record as JSON."""
     return {
         "id": namespace.id,
         "account_id": namespace.account_id,
@@ -65,9 +182,15 @@ def namespace_to_wire(namespace: NamespaceRecord) -> dict[str, Any]:
     }
 
 
-def namespace_from_wire(data: dict[str, Any]) -> NamespaceRecord:
-    """A namespace from JSON."""
-    return NamespaceRecord(data["id"], data["account_id"], data["title"], data.get("jurisdiction"))
+def namespace_from_wire(data: object, where: str = "namespace") -> NamespaceRecord:
+    """A namespace record from JSON; 400 naming the field if malformed."""
+    fields = _Fields(data, where)
+    return NamespaceRecord(
+        fields.text("id"),
+        fields.text("account_id"),
+        fields.text("title"),
+        fields.optional_text("jurisdiction"),
+    )
 
 
 def token_to_wire(token: TokenRecord) -> dict[str, Any]:
@@ -87,120 +210,562 @@ def token_to_wire(token: TokenRecord) -> dict[str, Any]:
     }
 
 
-def token_from_wire(data: dict[str, Any]) -> TokenRecord:
-    """A token record from JSON."""
-    namespaces = data.get("namespaces")
+def token_from_wire(data: object, where: str = "token") -> TokenRecord:
+    """A token record from JSON; 400 naming the field if malformed."""
+    fields = _Fields(data, where)
     return TokenRecord(
-        id=data["id"],
-        account_id=data["account_id"],
-        name=data["name"],
-        salt=base64.b64decode(data["salt"]),
-        secret_hash=base64.b64decode(data["secret_hash"]),
-        namespaces=tuple(namespaces) if namespaces is not None else None,
-        read_only=bool(data["read_only"]),
-        admin=bool(data["admin"]),
-        edge=bool(data.get("edge", False)),
-        created_at=int(data["created_at"]),
-        revoked_at=data.get("revoked_at"),
+        id=fields.text("id"),
+        account_id=fields.text("account_id"),
+        name=fields.text("name"),
+        salt=fields.blob("salt"),
+        secret_hash=fields.blob("secret_hash"),
+        namespaces=fields.optional_texts("namespaces"),
+        read_only=fields.flag("read_only"),
+        admin=fields.flag("admin"),
+        edge=fields.flag("edge"),
+        created_at=fields.integer("created_at"),
+        revoked_at=fields.optional_integer("revoked_at"),
     )
 
 
-def pack_fetched(answers: dict[str, Fetched]) -> bytes:
-    """Conditional fetch answers: ok (with blobs), not modified, or not found."""
-    items: list[dict[str, Any]] = []
-    blobs: list[bytes] = []
-    for key, answer in answers.items():
-        if answer.not_modified:
-            items.append({"k": key, "s": "nm"})
-        elif answer.entry is None:
-            items.append({"k": key, "s": "nf"})
-        else:
-            entry = answer.entry
+# Requests (edge → upstream), in the order of the internal API's routes.
+@dataclass(frozen=True, slots=True)
+class FetchRequest:
+    """``fetch``: conditional reads, each key with the version the asker holds (or None)."""
+
+    account_id: str
+    namespace_id: str
+    keys: tuple[tuple[str, int | None], ...]
+    cache_ttl: int | None
+
+    def to_wire(self) -> dict[str, Any]:
+        """The message as JSON."""
+        return {
+            "account_id": self.account_id,
+            "namespace_id": self.namespace_id,
+            "keys": [{"key": key, "held_version": held} for key, held in self.keys],
+            "cache_ttl": self.cache_ttl,
+        }
+
+    @classmethod
+    def from_wire(cls, data: object) -> FetchRequest:
+        """The message from JSON; 400 naming the field if malformed."""
+        fields = _Fields(data, "FetchRequest")
+        return cls(
+            fields.text("account_id"),
+            fields.text("namespace_id"),
+            tuple(
+                (k.text("key"), k.optional_integer("held_version")) for k in fields.objects("keys")
+            ),
+            fields.optional_integer("cache_ttl"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ListRequest:
+    """``list``: a page of key names after ``after`` (exclusive), sealed metadata included."""
+
+    account_id: str
+    namespace_id: str
+    prefix: str
+    after: str | None
+    limit: int
+
+    def to_wire(self) -> dict[str, Any]:
+        """The message as JSON."""
+        return {
+            "account_id": self.account_id,
+            "namespace_id": self.namespace_id,
+            "prefix": self.prefix,
+            "after": self.after,
+            "limit": self.limit,
+        }
+
+    @classmethod
+    def from_wire(cls, data: object) -> ListRequest:
+        """The message from JSON; 400 naming the field if malformed."""
+        fields = _Fields(data, "ListRequest")
+        return cls(
+            fields.text("account_id"),
+            fields.text("namespace_id"),
+            fields.text("prefix"),
+            fields.optional_text("after"),
+            fields.integer("limit"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class WriteRequest:
+    """``write``: sealed writes to one namespace (framed)."""
+
+    account_id: str
+    namespace_id: str
+    writes: tuple[SealedWrite, ...]
+
+    def to_wire(self) -> bytes:
+        """The framed message."""
+        items = []
+        blobs = []
+        for write in self.writes:
+            has_metadata = write.metadata is not None
             items.append(
-                {
-                    "k": key,
-                    "s": "ok",
-                    "v": entry.version,
-                    "e": entry.expiration,
-                    "m": entry.metadata is not None,
-                }
+                {"key": write.key, "expiration": write.expiration, "has_metadata": has_metadata}
             )
-            blobs.append(entry.value)
-            if entry.metadata is not None:
-                blobs.append(entry.metadata)
-    return pack({"items": items}, blobs)
+            blobs.append(write.value)
+            if write.metadata is not None:
+                blobs.append(write.metadata)
+        header = {"account_id": self.account_id, "namespace_id": self.namespace_id}
+        return _frame({**header, "writes": items}, blobs)
+
+    @classmethod
+    def from_wire(cls, data: bytes) -> WriteRequest:
+        """The message from its frame; 400 naming the field if malformed."""
+        fields, blobs = _unframe(data, "WriteRequest")
+        writes = []
+        for item in fields.objects("writes"):
+            value = blobs.take(f"{item.where}.key")
+            metadata = (
+                blobs.take(f"{item.where}.has_metadata") if item.flag("has_metadata") else None
+            )
+            writes.append(
+                SealedWrite(item.text("key"), value, metadata, item.optional_integer("expiration"))
+            )
+        blobs.finish()
+        return cls(fields.text("account_id"), fields.text("namespace_id"), tuple(writes))
 
 
-def unpack_fetched(data: bytes) -> dict[str, Fetched]:
-    """The inverse of :func:`pack_fetched`."""
-    header, blobs = unpack(data)
-    answers: dict[str, Fetched] = {}
-    position = 0
-    for item in header["items"]:
-        key = item["k"]
-        if item["s"] == "nm":
-            answers[key] = Fetched(None, not_modified=True)
-        elif item["s"] == "nf":
-            answers[key] = Fetched(None)
-        else:
-            value = blobs[position]
-            position += 1
-            metadata = None
-            if item["m"]:
-                metadata = blobs[position]
-                position += 1
-            answers[key] = Fetched(SealedEntry(key, value, metadata, item["e"], int(item["v"])))
-    return answers
+@dataclass(frozen=True, slots=True)
+class DeleteRequest:
+    """``delete``: keys to delete from one namespace."""
+
+    account_id: str
+    namespace_id: str
+    keys: tuple[str, ...]
+
+    def to_wire(self) -> dict[str, Any]:
+        """The message as JSON."""
+        return {
+            "account_id": self.account_id,
+            "namespace_id": self.namespace_id,
+            "keys": list(self.keys),
+        }
+
+    @classmethod
+    def from_wire(cls, data: object) -> DeleteRequest:
+        """The message from JSON; 400 naming the field if malformed."""
+        fields = _Fields(data, "DeleteRequest")
+        return cls(fields.text("account_id"), fields.text("namespace_id"), fields.texts("keys"))
 
 
-def pack_writes(header: dict[str, Any], writes: Sequence[SealedWrite]) -> bytes:
-    """Sealed writes, with the routing fields in ``header``."""
-    blobs: list[bytes] = []
-    items = []
-    for write in writes:
-        items.append({"k": write.key, "e": write.expiration, "m": write.metadata is not None})
-        blobs.append(write.value)
-        if write.metadata is not None:
-            blobs.append(write.metadata)
-    return pack({**header, "writes": items}, blobs)
+@dataclass(frozen=True, slots=True)
+class NamespaceRequest:
+    """``namespace``: one namespace of the account; ``operation`` words the 404 if absent."""
+
+    account_id: str
+    namespace_id: str
+    operation: str
+
+    def to_wire(self) -> dict[str, Any]:
+        """The message as JSON."""
+        return {
+            "account_id": self.account_id,
+            "namespace_id": self.namespace_id,
+            "operation": self.operation,
+        }
+
+    @classmethod
+    def from_wire(cls, data: object) -> NamespaceRequest:
+        """The message from JSON; 400 naming the field if malformed."""
+        fields = _Fields(data, "NamespaceRequest")
+        return cls(fields.text("account_id"), fields.text("namespace_id"), fields.text("operation"))
 
 
-def unpack_writes(data: bytes) -> tuple[dict[str, Any], list[SealedWrite]]:
-    """The inverse of :func:`pack_writes`."""
-    header, blobs = unpack(data)
-    writes = []
-    position = 0
-    for item in header.pop("writes"):
-        value = blobs[position]
-        position += 1
-        metadata = None
-        if item["m"]:
-            metadata = blobs[position]
-            position += 1
-        writes.append(SealedWrite(item["k"], value, metadata, item["e"]))
-    return header, writes
+@dataclass(frozen=True, slots=True)
+class NamespaceListRequest:
+    """``namespaces/list``: a page of the account's namespaces (``only``: among these ids)."""
+
+    account_id: str
+    order: NamespaceOrder
+    descending: bool
+    offset: int
+    limit: int
+    only: tuple[str, ...] | None
+
+    def to_wire(self) -> dict[str, Any]:
+        """The message as JSON."""
+        return {
+            "account_id": self.account_id,
+            "order": self.order,
+            "descending": self.descending,
+            "offset": self.offset,
+            "limit": self.limit,
+            "only": list(self.only) if self.only is not None else None,
+        }
+
+    @classmethod
+    def from_wire(cls, data: object) -> NamespaceListRequest:
+        """The message from JSON; 400 naming the field if malformed."""
+        fields = _Fields(data, "NamespaceListRequest")
+        order = fields.text("order")
+        if order != "id" and order != "title":
+            raise _malformed(f"{fields.where}.order", 'must be "id" or "title"')
+        return cls(
+            fields.text("account_id"),
+            "id" if order == "id" else "title",
+            fields.flag("descending"),
+            fields.integer("offset"),
+            fields.integer("limit"),
+            fields.optional_texts("only"),
+        )
 
 
-def pack_listed(rows: Sequence[ListedKey]) -> bytes:
-    """A key list page, sealed metadata as blobs."""
-    items = []
-    blobs = []
-    for row in rows:
-        items.append({"k": row.key, "e": row.expiration, "m": row.metadata is not None})
-        if row.metadata is not None:
-            blobs.append(row.metadata)
-    return pack({"items": items}, blobs)
+@dataclass(frozen=True, slots=True)
+class NamespaceCreateRequest:
+    """``namespaces/create``: a namespace whose id and title the asker chose and checked."""
+
+    namespace: NamespaceRecord
+
+    def to_wire(self) -> dict[str, Any]:
+        """The message as JSON."""
+        return {"namespace": namespace_to_wire(self.namespace)}
+
+    @classmethod
+    def from_wire(cls, data: object) -> NamespaceCreateRequest:
+        """The message from JSON; 400 naming the field if malformed."""
+        fields = _Fields(data, "NamespaceCreateRequest")
+        return cls(namespace_from_wire(*fields.raw("namespace")))
 
 
-def unpack_listed(data: bytes) -> list[ListedKey]:
-    """The inverse of :func:`pack_listed`."""
-    header, blobs = unpack(data)
-    rows = []
-    position = 0
-    for item in header["items"]:
-        metadata = None
-        if item["m"]:
-            metadata = blobs[position]
-            position += 1
-        rows.append(ListedKey(item["k"], item["e"], metadata))
-    return rows
+@dataclass(frozen=True, slots=True)
+class NamespaceRenameRequest:
+    """``namespaces/rename``: a new title for a namespace."""
+
+    account_id: str
+    namespace_id: str
+    title: str
+
+    def to_wire(self) -> dict[str, Any]:
+        """The message as JSON."""
+        return {
+            "account_id": self.account_id,
+            "namespace_id": self.namespace_id,
+            "title": self.title,
+        }
+
+    @classmethod
+    def from_wire(cls, data: object) -> NamespaceRenameRequest:
+        """The message from JSON; 400 naming the field if malformed."""
+        fields = _Fields(data, "NamespaceRenameRequest")
+        return cls(fields.text("account_id"), fields.text("namespace_id"), fields.text("title"))
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceDeleteRequest:
+    """``namespaces/delete``: a namespace and all its keys."""
+
+    account_id: str
+    namespace_id: str
+
+    def to_wire(self) -> dict[str, Any]:
+        """The message as JSON."""
+        return {"account_id": self.account_id, "namespace_id": self.namespace_id}
+
+    @classmethod
+    def from_wire(cls, data: object) -> NamespaceDeleteRequest:
+        """The message from JSON; 400 naming the field if malformed."""
+        fields = _Fields(data, "NamespaceDeleteRequest")
+        return cls(fields.text("account_id"), fields.text("namespace_id"))
+
+
+@dataclass(frozen=True, slots=True)
+class TokenGetRequest:
+    """``tokens/get``: a token record by id."""
+
+    token_id: str
+
+    def to_wire(self) -> dict[str, Any]:
+        """The message as JSON."""
+        return {"token_id": self.token_id}
+
+    @classmethod
+    def from_wire(cls, data: object) -> TokenGetRequest:
+        """The message from JSON; 400 naming the field if malformed."""
+        return cls(_Fields(data, "TokenGetRequest").text("token_id"))
+
+
+@dataclass(frozen=True, slots=True)
+class TokenAddRequest:
+    """``tokens/add``: a new token record, its rights checked by the asker."""
+
+    token: TokenRecord
+
+    def to_wire(self) -> dict[str, Any]:
+        """The message as JSON."""
+        return {"token": token_to_wire(self.token)}
+
+    @classmethod
+    def from_wire(cls, data: object) -> TokenAddRequest:
+        """The message from JSON; 400 naming the field if malformed."""
+        fields = _Fields(data, "TokenAddRequest")
+        return cls(token_from_wire(*fields.raw("token")))
+
+
+@dataclass(frozen=True, slots=True)
+class TokenListRequest:
+    """``tokens/list``: the account's token records."""
+
+    account_id: str
+
+    def to_wire(self) -> dict[str, Any]:
+        """The message as JSON."""
+        return {"account_id": self.account_id}
+
+    @classmethod
+    def from_wire(cls, data: object) -> TokenListRequest:
+        """The message from JSON; 400 naming the field if malformed."""
+        return cls(_Fields(data, "TokenListRequest").text("account_id"))
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRevokeRequest:
+    """``tokens/revoke``: revoke one of the account's tokens."""
+
+    account_id: str
+    token_id: str
+
+    def to_wire(self) -> dict[str, Any]:
+        """The message as JSON."""
+        return {"account_id": self.account_id, "token_id": self.token_id}
+
+    @classmethod
+    def from_wire(cls, data: object) -> TokenRevokeRequest:
+        """The message from JSON; 400 naming the field if malformed."""
+        fields = _Fields(data, "TokenRevokeRequest")
+        return cls(fields.text("account_id"), fields.text("token_id"))
+
+
+# Answers (upstream → edge). What carries nothing is an empty JSON object: the answers to
+# ``namespaces/delete`` and ``tokens/add``, and the request of ``keyring``.
+@dataclass(frozen=True, slots=True)
+class FetchResponse:
+    """Answers to a ``fetch``, by key: the entry, not found, or not modified (framed)."""
+
+    answers: dict[str, Fetched]
+
+    def to_wire(self) -> bytes:
+        """The framed message."""
+        items: list[dict[str, Any]] = []
+        blobs: list[bytes] = []
+        for key, answer in self.answers.items():
+            entry = answer.entry
+            if answer.not_modified:
+                items.append({"key": key, "status": "not_modified"})
+            elif entry is None:
+                items.append({"key": key, "status": "not_found"})
+            else:
+                items.append(
+                    {
+                        "key": key,
+                        "status": "found",
+                        "version": entry.version,
+                        "expiration": entry.expiration,
+                        "has_metadata": entry.metadata is not None,
+                    }
+                )
+                blobs.append(entry.value)
+                if entry.metadata is not None:
+                    blobs.append(entry.metadata)
+        return _frame({"answers": items}, blobs)
+
+    @classmethod
+    def from_wire(cls, data: bytes) -> FetchResponse:
+        """The message from its frame; 400 naming the field if malformed."""
+        fields, blobs = _unframe(data, "FetchResponse")
+        answers: dict[str, Fetched] = {}
+        for item in fields.objects("answers"):
+            key = item.text("key")
+            status = item.text("status")
+            if status == "not_modified":
+                answers[key] = Fetched(None, not_modified=True)
+            elif status == "not_found":
+                answers[key] = Fetched(None)
+            elif status == "found":
+                value = blobs.take(f"{item.where}.key")
+                has_metadata = item.flag("has_metadata")
+                metadata = blobs.take(f"{item.where}.has_metadata") if has_metadata else None
+                expiration = item.optional_integer("expiration")
+                entry = SealedEntry(key, value, metadata, expiration, item.integer("version"))
+                answers[key] = Fetched(entry)
+            else:
+                problem = 'must be "found", "not_found" or "not_modified"'
+                raise _malformed(f"{item.where}.status", problem)
+        blobs.finish()
+        return cls(answers)
+
+
+@dataclass(frozen=True, slots=True)
+class ListResponse:
+    """A page of key names, sealed metadata as blobs (framed)."""
+
+    keys: tuple[ListedKey, ...]
+
+    def to_wire(self) -> bytes:
+        """The framed message."""
+        items = []
+        blobs = []
+        for row in self.keys:
+            has_metadata = row.metadata is not None
+            items.append(
+                {"key": row.key, "expiration": row.expiration, "has_metadata": has_metadata}
+            )
+            if row.metadata is not None:
+                blobs.append(row.metadata)
+        return _frame({"keys": items}, blobs)
+
+    @classmethod
+    def from_wire(cls, data: bytes) -> ListResponse:
+        """The message from its frame; 400 naming the field if malformed."""
+        fields, blobs = _unframe(data, "ListResponse")
+        rows = []
+        for item in fields.objects("keys"):
+            metadata = (
+                blobs.take(f"{item.where}.has_metadata") if item.flag("has_metadata") else None
+            )
+            rows.append(ListedKey(item.text("key"), item.optional_integer("expiration"), metadata))
+        blobs.finish()
+        return cls(tuple(rows))
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResponse:
+    """Answer to ``write`` and ``delete``: versions of accepted keys, keys refused by rate."""
+
+    result: WriteResult
+
+    def to_wire(self) -> dict[str, Any]:
+        """The message as JSON."""
+        return {"versions": self.result.versions, "refused": self.result.refused}
+
+    @classmethod
+    def from_wire(cls, data: object) -> WriteResponse:
+        """The message from JSON; 400 naming the field if malformed."""
+        fields = _Fields(data, "WriteResponse")
+        versions_data, where = fields.raw("versions")
+        if not isinstance(versions_data, dict):
+            raise _malformed(where, "must be a JSON object")
+        versions = {
+            _text(key, where): _integer(version, f"{where}[{key!r}]")
+            for key, version in versions_data.items()
+        }
+        return cls(WriteResult(versions, list(fields.texts("refused"))))
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceResponse:
+    """Answer to ``namespace``, ``namespaces/create`` and ``namespaces/rename``."""
+
+    namespace: NamespaceRecord
+
+    def to_wire(self) -> dict[str, Any]:
+        """The message as JSON."""
+        return {"namespace": namespace_to_wire(self.namespace)}
+
+    @classmethod
+    def from_wire(cls, data: object) -> NamespaceResponse:
+        """The message from JSON; 400 naming the field if malformed."""
+        fields = _Fields(data, "NamespaceResponse")
+        return cls(namespace_from_wire(*fields.raw("namespace")))
+
+
+@dataclass(frozen=True, slots=True)
+class NamespacePage:
+    """Answer to ``namespaces/list``: one page and how many namespaces there are in all."""
+
+    namespaces: tuple[NamespaceRecord, ...]
+    total: int
+
+    def to_wire(self) -> dict[str, Any]:
+        """The message as JSON."""
+        return {
+            "namespaces": [namespace_to_wire(n) for n in self.namespaces],
+            "total": self.total,
+        }
+
+    @classmethod
+    def from_wire(cls, data: object) -> NamespacePage:
+        """The message from JSON; 400 naming the field if malformed."""
+        fields = _Fields(data, "NamespacePage")
+        items = fields.array("namespaces")
+        return cls(tuple(namespace_from_wire(*item) for item in items), fields.integer("total"))
+
+
+@dataclass(frozen=True, slots=True)
+class TokenResponse:
+    """Answer to ``tokens/get``: the record, or None when the upstream does not know it."""
+
+    token: TokenRecord | None
+
+    def to_wire(self) -> dict[str, Any]:
+        """The message as JSON."""
+        return {"token": None if self.token is None else token_to_wire(self.token)}
+
+    @classmethod
+    def from_wire(cls, data: object) -> TokenResponse:
+        """The message from JSON; 400 naming the field if malformed."""
+        value, where = _Fields(data, "TokenResponse").raw("token")
+        return cls(None if value is None else token_from_wire(value, where))
+
+
+@dataclass(frozen=True, slots=True)
+class TokenListResponse:
+    """Answer to ``tokens/list``."""
+
+    tokens: tuple[TokenRecord, ...]
+
+    def to_wire(self) -> dict[str, Any]:
+        """The message as JSON."""
+        return {"tokens": [token_to_wire(t) for t in self.tokens]}
+
+    @classmethod
+    def from_wire(cls, data: object) -> TokenListResponse:
+        """The message from JSON; 400 naming the field if malformed."""
+        items = _Fields(data, "TokenListResponse").array("tokens")
+        return cls(tuple(token_from_wire(*item) for item in items))
+
+
+@dataclass(frozen=True, slots=True)
+class RevokeResponse:
+    """Answer to ``tokens/revoke``: whether a token was revoked."""
+
+    revoked: bool
+
+    def to_wire(self) -> dict[str, Any]:
+        """The message as JSON."""
+        return {"revoked": self.revoked}
+
+    @classmethod
+    def from_wire(cls, data: object) -> RevokeResponse:
+        """The message from JSON; 400 naming the field if malformed."""
+        return cls(_Fields(data, "RevokeResponse").flag("revoked"))
+
+
+@dataclass(frozen=True, slots=True)
+class KeyringResponse:
+    """Answer to ``keyring``: every (key id, wrapped data key), oldest first."""
+
+    keys: tuple[tuple[int, bytes], ...]
+
+    def to_wire(self) -> dict[str, Any]:
+        """The message as JSON."""
+        return {
+            "keys": [
+                {"key_id": key_id, "wrapped": base64.b64encode(wrapped).decode()}
+                for key_id, wrapped in self.keys
+            ]
+        }
+
+    @classmethod
+    def from_wire(cls, data: object) -> KeyringResponse:
+        """The message from JSON; 400 naming the field if malformed."""
+        keys = _Fields(data, "KeyringResponse").objects("keys")
+        return cls(tuple((key.integer("key_id"), key.blob("wrapped")) for key in keys))

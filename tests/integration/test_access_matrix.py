@@ -193,8 +193,12 @@ def edge_world(origin_world: World, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 # Request bodies by route family; a family that is not here sends no body.
-def _internal(names: dict[str, str], **fields: Any) -> dict[str, Any]:
-    return {"a": names["account"], "n": names["A"], **fields}
+def _fetch(names: dict[str, str]) -> dict[str, Any]:
+    return wire.FetchRequest(names["account"], names["A"], (("k", None),), None).to_wire()
+
+
+def _delete(names: dict[str, str], key: str) -> dict[str, Any]:
+    return wire.DeleteRequest(names["account"], names["A"], (key,)).to_wire()
 
 
 def _record(account_id: str) -> TokenRecord:
@@ -232,17 +236,14 @@ JSON_BODIES: dict[str, Callable[[World], Any]] = {
     "tokens create: read-write, every namespace": lambda w: {},
     "tokens create: admin": lambda w: {"admin": True},
     "tokens create: edge": lambda w: {"edge": True},
-    "internal read": lambda w: _internal(w.names, keys=[["k", None]], ttl=None),
-    "internal list": lambda w: _internal(w.names, prefix="", after=None, limit=10),
-    "internal delete": lambda w: _internal(w.names, keys=["gone"]),
-    "internal namespaces list": lambda w: {
-        "a": w.names["account"],
-        "order": "title",
-        "desc": False,
-        "offset": 0,
-        "limit": 10,
-        "only": None,
-    },
+    "internal read": lambda w: _fetch(w.names),
+    "internal list": lambda w: wire.ListRequest(
+        w.names["account"], w.names["A"], "", None, 10
+    ).to_wire(),
+    "internal delete": lambda w: _delete(w.names, "gone"),
+    "internal namespaces list": lambda w: wire.NamespaceListRequest(
+        w.names["account"], "title", False, 0, 10, None
+    ).to_wire(),
     "internal namespace create": lambda w: {
         "namespace": {
             "id": uuid.uuid4().hex,
@@ -251,14 +252,13 @@ JSON_BODIES: dict[str, Callable[[World], Any]] = {
             "jurisdiction": None,
         }
     },
-    "internal tokens list": lambda w: {"a": w.names["account"]},
+    "internal tokens list": lambda w: wire.TokenListRequest(w.names["account"]).to_wire(),
     "internal token add: read-write": lambda w: {
         "token": wire.token_to_wire(_record(w.names["account"]))
     },
-    "internal token revoke: read-write": lambda w: {
-        "a": w.names["account"],
-        "id": _victim(w, {}),
-    },
+    "internal token revoke: read-write": lambda w: wire.TokenRevokeRequest(
+        w.names["account"], _victim(w, {})
+    ).to_wire(),
     "internal keyring": lambda w: {},
     "binding bulk get": lambda w: {"keys": ["k"]},
 }
@@ -266,10 +266,11 @@ RAW_BODIES: dict[str, Callable[[World], bytes]] = {
     "value write": lambda w: b"v",
     "value write, another namespace": lambda w: b"v",
     "binding write": lambda w: b"v",
-    "internal write": lambda w: wire.pack_writes(
-        {"a": w.names["account"], "n": w.names["A"]},
-        [SealedWrite("raw", b"opaque to this test", None, None)],
-    ),
+    "internal write": lambda w: wire.WriteRequest(
+        w.names["account"],
+        w.names["A"],
+        (SealedWrite("raw", b"opaque to this test", None, None),),
+    ).to_wire(),
 }
 VICTIMS: dict[str, dict[str, Any]] = {
     "tokens revoke: read-only, limited to A": {"read_only": True, "namespaces": ["{A}"]},
@@ -399,7 +400,7 @@ def test_internal_token_lookup_hides_other_accounts(origin_world: World) -> None
     ):
         response = httpx.post(
             f"{world.url}/pullkv/v1/tokens/get",
-            json={"id": token_id},
+            json=wire.TokenGetRequest(token_id).to_wire(),
             headers={"Authorization": f"Bearer {token}"},
         )
         assert response.status_code == 200, response.text
@@ -418,9 +419,9 @@ def test_an_edge_of_another_account_reaches_nothing_here(
     try:
         as_other = {"Authorization": f"Bearer {other}"}
         for operation, body in (
-            ("fetch", _internal(world.names, keys=[["k", None]], ttl=None)),
-            ("delete", _internal(world.names, keys=["k"])),
-            ("tokens/list", {"a": world.names["account"]}),
+            ("fetch", _fetch(world.names)),
+            ("delete", _delete(world.names, "k")),
+            ("tokens/list", wire.TokenListRequest(world.names["account"]).to_wire()),
         ):
             response = httpx.post(f"{edge.url}/pullkv/v1/{operation}", json=body, headers=as_other)
             assert response.status_code == 403, (operation, response.text)

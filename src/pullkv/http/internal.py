@@ -4,13 +4,12 @@ Every node serves it over its own backend, so an edge can stand in front of an o
 another edge (a regional tier). Callers need an edge token, and reach only that token's
 account: every account id a message names is checked against it, token records of other
 accounts read as unknown, and tokens are added or revoked only as the edge token itself could
-(``auth.creation_refusal``). Requests are POSTs with a JSON body, or the framed format of
-``pullkv.wire`` where sealed values travel.
+(``auth.creation_refusal``). Requests are POSTs carrying a message of ``pullkv.wire`` (JSON,
+or framed where sealed values travel), decoded and checked there before anything else.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -19,9 +18,10 @@ from pullkv import errors, wire
 from pullkv.auth import authorize_creation, authorize_internal
 from pullkv.backend import Backend
 from pullkv.http.asgi import Request, Response, dump_json
+from pullkv.http.routes import INTERNAL, INTERNAL_ROUTER, INTERNAL_UNKNOWN, handlers, label
+from pullkv.limits import DEFAULT_LIMITS
 from pullkv.types import TokenRecord
 
-PREFIX = "/pullkv/v1/"
 _FRAMED = wire.CONTENT_TYPE.encode()
 
 Operation = Callable[[Backend, Request, TokenRecord], Awaitable[Response]]
@@ -35,111 +35,108 @@ def _framed(body: bytes) -> Response:
     return Response(200, body, _FRAMED)
 
 
-async def _body(request: Request, limit: int) -> Any:
-    return await request.json(limit)
+# Caps from the limits every node shares: those a server may change (the expiration floor,
+# the write rate) do not enter them.
+_JSON_CAP = DEFAULT_LIMITS.internal_json_max_bytes
+_DELETE_CAP = DEFAULT_LIMITS.internal_delete_max_bytes
+_WRITE_CAP = DEFAULT_LIMITS.internal_write_max_bytes
 
 
-def _field(body: Any, name: str) -> Any:
-    if not isinstance(body, dict) or name not in body:
-        raise errors.bad_request(f"internal request lacks {name!r}")
-    return body[name]
-
-
-def _account(body: Any, token: TokenRecord) -> str:
-    """The message's account id, once the edge token is known to be valid for it."""
-    return authorize_internal(token, _field(body, "a"))
+async def _message(request: Request, cap: int = _JSON_CAP) -> object:
+    """The body as JSON, for a message type of ``pullkv.wire`` to decode and check."""
+    return await request.json(cap)
 
 
 async def _fetch(backend: Backend, request: Request, token: TokenRecord) -> Response:
-    body = await _body(request, 1 << 20)
-    account_id = _account(body, token)
-    keys = [(str(k), None if v is None else int(v)) for k, v in _field(body, "keys")]
-    answers = await backend.fetch(account_id, _field(body, "n"), keys, body.get("ttl"))
-    return _framed(wire.pack_fetched(answers))
+    message = wire.FetchRequest.from_wire(await _message(request))
+    answers = await backend.fetch(
+        authorize_internal(token, message.account_id),
+        message.namespace_id,
+        message.keys,
+        message.cache_ttl,
+    )
+    return _framed(wire.FetchResponse(answers).to_wire())
 
 
 async def _list(backend: Backend, request: Request, token: TokenRecord) -> Response:
-    body = await _body(request, 1 << 20)
+    message = wire.ListRequest.from_wire(await _message(request))
     rows = await backend.list_keys(
-        _account(body, token),
-        _field(body, "n"),
-        _field(body, "prefix"),
-        body.get("after"),
-        int(_field(body, "limit")),
+        authorize_internal(token, message.account_id),
+        message.namespace_id,
+        message.prefix,
+        message.after,
+        message.limit,
     )
-    return _framed(wire.pack_listed(rows))
+    return _framed(wire.ListResponse(tuple(rows)).to_wire())
 
 
 async def _write(backend: Backend, request: Request, token: TokenRecord) -> Response:
-    raw = await request.body(1 << 31, lambda n: errors.request_too_large(1 << 31))
-    try:
-        header, writes = wire.unpack_writes(raw)
-    except wire.WireError as exc:
-        raise errors.bad_request(f"internal write: {exc}") from None
-    result = await backend.write(_account(header, token), header["n"], writes)
-    return _json({"versions": result.versions, "refused": result.refused})
+    raw = await request.body(_WRITE_CAP, lambda _: errors.request_too_large(_WRITE_CAP))
+    message = wire.WriteRequest.from_wire(raw)
+    account_id = authorize_internal(token, message.account_id)
+    result = await backend.write(account_id, message.namespace_id, message.writes)
+    return _json(wire.WriteResponse(result).to_wire())
 
 
 async def _delete(backend: Backend, request: Request, token: TokenRecord) -> Response:
-    body = await _body(request, 1 << 27)
-    account_id = _account(body, token)
-    result = await backend.delete(account_id, _field(body, "n"), _field(body, "keys"))
-    return _json({"versions": result.versions, "refused": result.refused})
+    message = wire.DeleteRequest.from_wire(await _message(request, _DELETE_CAP))
+    account_id = authorize_internal(token, message.account_id)
+    result = await backend.delete(account_id, message.namespace_id, message.keys)
+    return _json(wire.WriteResponse(result).to_wire())
 
 
 async def _namespace(backend: Backend, request: Request, token: TokenRecord) -> Response:
-    body = await _body(request, 1 << 16)
-    account_id = _account(body, token)
-    found = await backend.namespace(account_id, _field(body, "n"), _field(body, "op"))
-    return _json(wire.namespace_to_wire(found))
+    message = wire.NamespaceRequest.from_wire(await _message(request))
+    account_id = authorize_internal(token, message.account_id)
+    found = await backend.namespace(account_id, message.namespace_id, message.operation)
+    return _json(wire.NamespaceResponse(found).to_wire())
 
 
 async def _namespaces_list(backend: Backend, request: Request, token: TokenRecord) -> Response:
-    body = await _body(request, 1 << 20)
+    message = wire.NamespaceListRequest.from_wire(await _message(request))
     items, total = await backend.list_namespaces(
-        _account(body, token),
-        "id" if body.get("order") == "id" else "title",
-        bool(body.get("desc")),
-        int(_field(body, "offset")),
-        int(_field(body, "limit")),
-        body.get("only"),
+        authorize_internal(token, message.account_id),
+        message.order,
+        message.descending,
+        message.offset,
+        message.limit,
+        message.only,
     )
-    return _json({"items": [wire.namespace_to_wire(n) for n in items], "total": total})
+    return _json(wire.NamespacePage(tuple(items), total).to_wire())
 
 
 async def _namespaces_create(backend: Backend, request: Request, token: TokenRecord) -> Response:
-    body = await _body(request, 1 << 16)
-    namespace = wire.namespace_from_wire(_field(body, "namespace"))
-    authorize_internal(token, namespace.account_id)
-    created = await backend.create_namespace(namespace)
-    return _json(wire.namespace_to_wire(created))
+    message = wire.NamespaceCreateRequest.from_wire(await _message(request))
+    authorize_internal(token, message.namespace.account_id)
+    created = await backend.create_namespace(message.namespace)
+    return _json(wire.NamespaceResponse(created).to_wire())
 
 
 async def _namespaces_rename(backend: Backend, request: Request, token: TokenRecord) -> Response:
-    body = await _body(request, 1 << 16)
-    renamed = await backend.rename_namespace(
-        _account(body, token), _field(body, "n"), _field(body, "title")
-    )
-    return _json(wire.namespace_to_wire(renamed))
+    message = wire.NamespaceRenameRequest.from_wire(await _message(request))
+    account_id = authorize_internal(token, message.account_id)
+    renamed = await backend.rename_namespace(account_id, message.namespace_id, message.title)
+    return _json(wire.NamespaceResponse(renamed).to_wire())
 
 
 async def _namespaces_delete(backend: Backend, request: Request, token: TokenRecord) -> Response:
-    body = await _body(request, 1 << 16)
-    await backend.delete_namespace(_account(body, token), _field(body, "n"))
+    message = wire.NamespaceDeleteRequest.from_wire(await _message(request))
+    await backend.delete_namespace(
+        authorize_internal(token, message.account_id), message.namespace_id
+    )
     return _json({})
 
 
 async def _token_get(backend: Backend, request: Request, token: TokenRecord) -> Response:
-    body = await _body(request, 1 << 16)
-    record = await backend.get_token(str(_field(body, "id")))
+    message = wire.TokenGetRequest.from_wire(await _message(request))
+    record = await backend.get_token(message.token_id)
     if record is not None and record.account_id != token.account_id:
         record = None  # another account's token is unknown to this edge, as if absent
-    return _json({"token": None if record is None else wire.token_to_wire(record)})
+    return _json(wire.TokenResponse(record).to_wire())
 
 
 async def _token_add(backend: Backend, request: Request, token: TokenRecord) -> Response:
-    body = await _body(request, 1 << 16)
-    record = wire.token_from_wire(_field(body, "token"))
+    record = wire.TokenAddRequest.from_wire(await _message(request)).token
     # The edge checked its client's rights; this node checks the edge's own, so a token made
     # through an edge is within both.
     authorize_creation(token, record)
@@ -148,26 +145,25 @@ async def _token_add(backend: Backend, request: Request, token: TokenRecord) -> 
 
 
 async def _token_list(backend: Backend, request: Request, token: TokenRecord) -> Response:
-    body = await _body(request, 1 << 16)
-    records = await backend.list_tokens(_account(body, token))
-    return _json({"tokens": [wire.token_to_wire(r) for r in records]})
+    message = wire.TokenListRequest.from_wire(await _message(request))
+    records = await backend.list_tokens(authorize_internal(token, message.account_id))
+    return _json(wire.TokenListResponse(tuple(records)).to_wire())
 
 
 async def _token_revoke(backend: Backend, request: Request, token: TokenRecord) -> Response:
-    body = await _body(request, 1 << 16)
-    account_id = _account(body, token)
-    token_id = str(_field(body, "id"))
-    target = await backend.get_token(token_id)
+    message = wire.TokenRevokeRequest.from_wire(await _message(request))
+    account_id = authorize_internal(token, message.account_id)
+    target = await backend.get_token(message.token_id)
     if target is None or target.account_id != account_id:
-        return _json({"revoked": False})
+        return _json(wire.RevokeResponse(False).to_wire())
     authorize_creation(token, target)
-    revoked = await backend.revoke_token(account_id, token_id)
-    return _json({"revoked": revoked})
+    revoked = await backend.revoke_token(account_id, message.token_id)
+    return _json(wire.RevokeResponse(revoked).to_wire())
 
 
 async def _keyring(backend: Backend, request: Request, token: TokenRecord) -> Response:
     keys = await backend.data_keys()
-    return _json({"keys": [[key_id, base64.b64encode(w).decode()] for key_id, w in keys]})
+    return _json(wire.KeyringResponse(tuple(keys)).to_wire())
 
 
 OPERATIONS: dict[str, Operation] = {
@@ -188,25 +184,21 @@ OPERATIONS: dict[str, Operation] = {
 }
 
 
-ROUTES = frozenset({*(f"internal.{name}" for name in OPERATIONS), "internal.unknown"})
+# Each internal route (pullkv.http.routes.INTERNAL) runs the operation its handler names.
+_HANDLERS = handlers(INTERNAL, OPERATIONS)
 
 
 def route_name(path: str) -> str:
     """The metrics label of an internal path: its operation, or one name for every unknown
     path (so made-up paths add no series)."""
-    name = path[len(PREFIX) :]
-    return f"internal.{name}" if name in OPERATIONS else "internal.unknown"
+    return label(INTERNAL_ROUTER, path, INTERNAL_UNKNOWN)
 
 
 async def dispatch(backend: Backend, request: Request, token: TokenRecord) -> Response:
     """Run one internal operation for an edge token."""
     if not token.edge:
         raise errors.permission_denied("the internal API needs an edge token")
-    operation = OPERATIONS.get(request.raw_path[len(PREFIX) :])
-    if operation is None:
-        raise errors.no_route(request.raw_path)
-    if request.method != "POST":
-        raise errors.method_not_allowed(request.method)
+    operation = _HANDLERS[INTERNAL_ROUTER.resolve(request.method, request.raw_path).route.handler]
     try:
         return await operation(backend, request, token)
     except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
