@@ -14,7 +14,8 @@ from typing import Any
 import click
 
 from pullkv import errors
-from pullkv.cli_servers import DEFAULT_DATA, check_store_url
+from pullkv.cli.context import emit
+from pullkv.cli.options import data_option, store_option
 
 
 def _resolve(value: str, *, must_exist: bool) -> str:
@@ -36,16 +37,6 @@ def _resolve(value: str, *, must_exist: bool) -> str:
     return url
 
 
-def _emit(value: dict[str, Any], human: str) -> None:
-    from pullkv.cli import Context
-
-    ctx = click.get_current_context().find_object(Context)
-    if ctx is not None:
-        ctx.emit(value, lambda _: human)
-    else:
-        click.echo(human)
-
-
 def _fail(exc: Exception) -> click.ClickException:
     message = exc.message if isinstance(exc, errors.KVError) else str(exc)
     return click.ClickException(message)
@@ -57,14 +48,7 @@ def store() -> None:
 
 
 @store.command("migrate")
-@click.option(
-    "--store",
-    "store_url",
-    envvar="PULLKV_STORE",
-    required=True,
-    callback=check_store_url,
-    help="Store URL (PULLKV_STORE), e.g. postgresql://user@host/db.",
-)
+@store_option("Store URL (PULLKV_STORE), e.g. postgresql://user@host/db.", required=True)
 def store_migrate(store_url: str) -> None:
     """Create or upgrade a store's schema (origins also do this when they start)."""
     from pullkv.store import describe_url, open_store
@@ -75,7 +59,7 @@ def store_migrate(store_url: str) -> None:
             await open_store(store_url).close()  # the SQLite engine creates its schema
 
         asyncio.run(touch())
-        _emit({"applied": [], "version": None}, "SQLite store is up to date")
+        emit({"applied": [], "version": None}, "SQLite store is up to date")
         return
 
     import psycopg
@@ -96,7 +80,7 @@ def store_migrate(store_url: str) -> None:
         if applied
         else "No migrations to apply; "
     ) + f"{describe_url(store_url)} is at schema version {version}"
-    _emit({"applied": applied, "version": version}, human)
+    emit({"applied": applied, "version": version}, human)
 
 
 class _ProgressBar:
@@ -181,7 +165,7 @@ def store_copy(source: str, dest: str) -> None:
         f"{report.seconds:.1f} s. Verified: {counts}; entries checksum "
         f"{report.digest.tables['entries'].sha256[:16]}"
     )
-    _emit(
+    emit(
         {
             "entries_copied": report.entries_copied,
             "resumed": report.resumed_after is not None,
@@ -196,22 +180,8 @@ def store_copy(source: str, dest: str) -> None:
 
 @store.command("backup")
 @click.argument("dest", type=click.Path(path_type=Path))
-@click.option(
-    "--data",
-    "data_dir",
-    envvar="PULLKV_DATA",
-    default=DEFAULT_DATA,
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Data folder whose SQLite store to back up (PULLKV_DATA).",
-)
-@click.option(
-    "--store",
-    "store_url",
-    default=None,
-    callback=check_store_url,
-    help="A SQLite store URL instead of --data (sqlite:///path/to/file).",
-)
+@data_option("Data folder whose SQLite store to back up (PULLKV_DATA).")
+@store_option("A SQLite store URL instead of --data (sqlite:///path/to/file).", envvar=None)
 def store_backup(dest: Path, data_dir: Path, store_url: str | None) -> None:
     """Back up a SQLite store to the new file DEST, safely while its server runs.
 
@@ -231,7 +201,7 @@ def store_backup(dest: Path, data_dir: Path, store_url: str | None) -> None:
         report = backup_sqlite(source, dest)
     except errors.StoreMaintenanceError as exc:
         raise _fail(exc) from None
-    _emit(
+    emit(
         {
             "path": str(report.path),
             "bytes": report.size,

@@ -1,68 +1,25 @@
-"""The ``pullkv`` command: servers, and key/namespace/bulk/token commands in the manner of
-``wrangler kv``. A thin layer over the library: every command is a call or two on
-:class:`pullkv.Client` (or, for ``keyring``, on the store in a data folder)."""
+"""The commands that talk to a server through :class:`pullkv.Client`: ``namespace``, ``key``,
+``bulk`` and ``token``, in the manner of ``wrangler kv``."""
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
-import os
-import ssl
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-import httpx
 
 from pullkv import errors
-from pullkv.client import Client, ValueWithMetadata
+from pullkv.cli.context import Context, pass_context
+from pullkv.client import ValueWithMetadata
 from pullkv.limits import DEFAULT_LIMITS
 
 T = TypeVar("T")
 
-DEFAULT_URL = "http://127.0.0.1:8787"
-DEFAULT_DATA = "./pullkv-data"
 BULK_BATCH = 1000  # wrangler's batch size: a tenth of the API's 10,000
-
-
-class Context:
-    """Connection settings shared by the client commands."""
-
-    def __init__(self, url: str, token: str | None, account_id: str | None, as_json: bool) -> None:
-        self.url = url
-        self.token = token
-        self.account_id = account_id
-        self.as_json = as_json
-
-    def client(self) -> Client:
-        """A client for the configured server; errors clearly when there is no token."""
-        token = self.token or _token_from_data_dir()
-        if not token:
-            raise click.UsageError(
-                "no token: pass --token, set PULLKV_TOKEN, or run beside the server's data folder"
-            )
-        return Client(self.url, token, account_id=self.account_id)
-
-    def emit(self, value: Any, human: Callable[[Any], str] | None = None) -> None:
-        """Print JSON with --json, else the human form."""
-        if self.as_json or human is None:
-            click.echo(json.dumps(value, indent=2, ensure_ascii=False))
-        else:
-            click.echo(human(value))
-
-
-def _token_from_data_dir() -> str | None:
-    data = Path(os.environ.get("PULLKV_DATA", DEFAULT_DATA))
-    path = data / "admin-token"
-    if path.is_file():
-        return path.read_text().strip()
-    return None
-
-
-pass_context = click.make_pass_decorator(Context)
 
 
 def _run(fn: Callable[[], T]) -> T:
@@ -87,64 +44,8 @@ def _run(fn: Callable[[], T]) -> T:
         ) from None
 
 
-def connection_failure(exc: httpx.TransportError, url: str) -> str:
-    """One line saying why ``url`` could not be talked to at all."""
-    if isinstance(exc, httpx.TimeoutException):
-        return f"{url} did not answer in time: is the server running and reachable?"
-    cause: BaseException | None = exc
-    while cause is not None:  # httpx wraps the ssl error; its text says what failed
-        if isinstance(cause, ssl.SSLError):
-            return f"TLS error talking to {url}: {cause}"
-        cause = cause.__cause__ or cause.__context__
-    if isinstance(exc, httpx.ConnectError):
-        return f"cannot connect to {url}: is the server running? ({exc})"
-    return f"cannot talk to {url}: {exc}"
-
-
-class _Group(click.Group):
-    """The root group: an expected failure is one line, never a traceback."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except httpx.TransportError as exc:
-            context = ctx.find_object(Context)
-            url = context.url if context is not None else "the server"
-            raise click.ClickException(connection_failure(exc, url)) from None
-
-
-@click.group(cls=_Group)
-@click.option(
-    "--url",
-    envvar="PULLKV_URL",
-    default=DEFAULT_URL,
-    show_default=True,
-    help="Server URL (PULLKV_URL).",
-)
-@click.option(
-    "--token",
-    envvar="PULLKV_TOKEN",
-    default=None,
-    help="API token (PULLKV_TOKEN); defaults to $PULLKV_DATA/admin-token if present.",
-)
-@click.option(
-    "--account-id",
-    envvar="PULLKV_ACCOUNT_ID",
-    default=None,
-    help="Account id (PULLKV_ACCOUNT_ID); found from the token if omitted.",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-@click.version_option(package_name="pullkv")
-@click.pass_context
-def main(
-    ctx: click.Context, url: str, token: str | None, account_id: str | None, as_json: bool
-) -> None:
-    """pullkv: a global, read-optimised key-value store that speaks Workers KV."""
-    ctx.obj = Context(url, token, account_id, as_json)
-
-
 # Namespaces.
-@main.group()
+@click.group()
 def namespace() -> None:
     """Create, list, rename and delete namespaces."""
 
@@ -203,7 +104,7 @@ namespace_option = click.option(
 )
 
 
-@main.group()
+@click.group()
 def key() -> None:
     """Put, get, list and delete keys."""
 
@@ -357,7 +258,7 @@ def _batches(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
         yield items[start : start + size]
 
 
-@main.group()
+@click.group()
 def bulk() -> None:
     """Bulk put, get and delete from JSON files (wrangler's formats)."""
 
@@ -447,7 +348,7 @@ def bulk_delete(ctx: Context, file: Path, namespace_ref: str, force: bool) -> No
 
 
 # Tokens.
-@main.group()
+@click.group()
 def token() -> None:
     """Create, list and revoke API tokens (needs an admin token)."""
 
@@ -524,142 +425,3 @@ def token_revoke(ctx: Context, token_id: str) -> None:
     with ctx.client() as client:
         _run(lambda: client.revoke_token(token_id))
     ctx.emit({"revoked": token_id}, lambda _: f"Revoked token {token_id}")
-
-
-# Keyring (local: works on a data folder, since the master key never leaves the machine).
-data_option = click.option(
-    "--data",
-    "data_dir",
-    envvar="PULLKV_DATA",
-    default=DEFAULT_DATA,
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Data folder (PULLKV_DATA).",
-)
-
-
-def _check_store(ctx: click.Context, param: click.Parameter, url: str | None) -> str | None:
-    from pullkv.cli_servers import check_store_url
-
-    return check_store_url(ctx, param, url)
-
-
-store_option = click.option(
-    "--store",
-    "store_url",
-    envvar="PULLKV_STORE",
-    default=None,
-    callback=_check_store,
-    help="Store URL (PULLKV_STORE), when the data folder's server runs with --store.",
-)
-
-
-@main.group()
-def keyring() -> None:
-    """Inspect and rotate the encryption keys of a data folder (and its --store)."""
-
-
-def _with_store(
-    data_dir: Path, job: Callable[[Any, bytes], Any], store_url: str | None = None
-) -> Any:
-    from pullkv.crypto import CryptoError, load_master_key
-    from pullkv.store import open_store, sqlite_path_for
-
-    if store_url is None:
-        db = sqlite_path_for(data_dir)
-        if not db.exists():
-            raise click.ClickException(f"no pullkv store in {data_dir}")
-        store_url = f"sqlite://{db}"
-
-    async def main() -> Any:
-        store = open_store(store_url)
-        try:
-            master_key, _ = load_master_key(data_dir, os.environ, create=False)
-            return await job(store, master_key)
-        finally:
-            await store.close()
-
-    try:
-        return asyncio.run(main())
-    except CryptoError as exc:
-        raise click.ClickException(str(exc)) from None
-    except errors.KVError as exc:
-        raise click.ClickException(exc.message) from None
-
-
-@keyring.command("list")
-@data_option
-@store_option
-@pass_context
-def keyring_list(ctx: Context, data_dir: Path, store_url: str | None) -> None:
-    """Show the data keys; the newest is current."""
-    from pullkv.keyring import load_keyring
-
-    async def job(store: Any, master_key: bytes) -> dict[str, Any]:
-        ring = await load_keyring(store, master_key)
-        return {"keys": ring.key_ids, "current": ring.current_id}
-
-    result = _with_store(data_dir, job, store_url)
-    ctx.emit(
-        result,
-        lambda r: "\n".join(
-            f"key {k}{'  (current)' if k == r['current'] else ''}" for k in r["keys"]
-        ),
-    )
-
-
-@keyring.command("rotate")
-@data_option
-@store_option
-@pass_context
-def keyring_rotate(ctx: Context, data_dir: Path, store_url: str | None) -> None:
-    """Add a new data key; new writes use it, old data stays readable."""
-    from pullkv.keyring import rotate
-
-    key_id = _with_store(data_dir, rotate, store_url)
-    ctx.emit(
-        {"current": key_id},
-        lambda _: (
-            f"Added data key {key_id}; running servers switch to it within 30 s. "
-            "Run 'pullkv keyring reencrypt' to move old data to it."
-        ),
-    )
-
-
-@keyring.command("reencrypt")
-@data_option
-@store_option
-@pass_context
-def keyring_reencrypt(ctx: Context, data_dir: Path, store_url: str | None) -> None:
-    """Re-seal every value and metadata under the current data key (safe while serving)."""
-    from pullkv.keyring import load_keyring, reencrypt
-
-    async def job(store: Any, master_key: bytes) -> Any:
-        ring = await load_keyring(store, master_key)
-        with click.progressbar(length=0, label="Re-encrypting", file=sys.stderr) as bar:
-            return await reencrypt(store, ring, progress=bar.update)
-
-    report = _with_store(data_dir, job, store_url)
-    summary = {
-        "scanned": report.scanned,
-        "resealed": report.resealed,
-        "skipped_changed": report.skipped_changed,
-    }
-    ctx.emit(
-        summary,
-        lambda s: (
-            f"Scanned {s['scanned']} entries, re-encrypted {s['resealed']}"
-            f" ({s['skipped_changed']} changed meanwhile and already use the current key)"
-        ),
-    )
-
-
-def _register_server_commands() -> None:
-    from pullkv.cli_servers import cluster, edge, origin, serve
-    from pullkv.cli_store import store
-
-    for command in (serve, origin, edge, cluster, store):
-        main.add_command(command)
-
-
-_register_server_commands()
