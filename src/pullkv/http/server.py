@@ -26,6 +26,7 @@ from pullkv.http.asgi import ASGIApp
 from pullkv.http.connection import HttpConfig, HttpConnection, ServerState
 from pullkv.http.framing import build_response, http_date
 from pullkv.http.lifespan import Lifespan, LifespanError
+from pullkv.limits import TLS_SHUTDOWN_TIMEOUT
 
 __all__ = ["HttpConfig", "LifespanError", "Server", "build_response", "serve"]
 
@@ -91,6 +92,9 @@ class Server:
                 host=host or None,
                 port=port,
                 ssl=self.ssl,
+                # An idle keep-alive client never answers TLS close_notify; asyncio's default
+                # 30 s wait for it would hold every TLS shutdown for the full grace period.
+                ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT if self.ssl is not None else None,
                 reuse_port=reuse_port or None,
                 backlog=backlog,
             )
