@@ -17,24 +17,26 @@ import argparse
 import shlex
 import sys
 import urllib.request
-from dataclasses import dataclass
 
 from benchlib import (
     HERE,
     NginxServer,
     PullkvServer,
+    Run,
     WrkResult,
     add_common_arguments,
     check_common_arguments,
     default_server_command,
     find_tool,
     http,
-    label_of,
+    interleaved_rounds,
+    kept_results,
     machine_facts,
     median,
+    paired_ratios,
+    rounds_table,
     run_wrk,
-    table,
-    wait_until_quiet,
+    summary_table,
 )
 
 VALUE_BYTES = 1024
@@ -57,16 +59,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-@dataclass
-class Run:
-    """One measured run: which round and target, and wrk's figures."""
-
-    label: str
-    target: str
-    result: WrkResult
-    kept: bool = True
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print the report."""
     args = parse_args(argv)
@@ -79,9 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     facts = machine_facts(wrk, server_command, nginx_path, source=args.source)
     value = bytes(ord("a") + i % 26 for i in range(VALUE_BYTES))
 
-    runs: list[Run] = []
     with (
-        PullkvServer(server_command, ["--writes-per-key-per-second", "0"], "reads") as server,
+        PullkvServer(server_command, [], "reads") as server,
         NginxServer(nginx_path, value, workers=args.nginx_workers) as nginx,
     ):
         ns = server.create_namespace("bench-reads")
@@ -114,34 +105,16 @@ def main(argv: list[str] | None = None) -> int:
                 server_pid=pid,
             )
 
-        if args.warmup > 0:
-            for name in targets:
-                once(name, args.warmup)
-        rnd, retries = 1, 0
-        while rnd <= args.rounds:
-            label = f"{rnd}" + ("" if retries == 0 else f" (retry {retries})")
-            if args.quiet_wait > 0:
-                wait_until_quiet(args.quiet_wait)
-            order = list(targets) if rnd % 2 else list(reversed(targets))
-            this_round = []
-            for name in order:
-                result = once(name, args.duration)
-                this_round.append(Run(label, name, result))
-                print(
-                    f"round {label} {name}: {result.rate:.0f} req/s, p50 {result.p50_ms:.2f} ms,"
-                    f" p99 {result.p99_ms:.2f} ms, non-2xx {result.non2xx},"
-                    f" others' CPU {result.others_percent:.0f}%",
-                    file=sys.stderr,
-                    flush=True,
-                )
-            runs += this_round
-            noisy = any(r.result.others_percent > args.max_noise for r in this_round)
-            if noisy and retries < args.retries:
-                retries += 1
-                for r in this_round:
-                    r.kept = False
-                continue
-            rnd, retries = rnd + 1, 0
+        runs = interleaved_rounds(
+            list(targets),
+            once,
+            rounds=args.rounds,
+            duration=args.duration,
+            warmup=args.warmup,
+            quiet_wait=args.quiet_wait,
+            max_noise=args.max_noise,
+            retries=args.retries,
+        )
 
     print(report(args, command, facts, runs))
     return 0
@@ -149,8 +122,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(args: argparse.Namespace, command: str, facts: list[str], runs: list[Run]) -> str:
     """The markdown report."""
-    names = list(dict.fromkeys(r.target for r in runs))
-    kept = {name: [r.result for r in runs if r.kept and r.target == name] for name in names}
+    pullkv_rate = median([r.rate for r in kept_results(runs, PULLKV)])
+    nginx_rate = median([r.rate for r in kept_results(runs, NGINX)])
+    paired = paired_ratios(runs, PULLKV, NGINX)
     out = [
         "### Point reads: pullkv against nginx serving a 1 KiB static file",
         "",
@@ -161,68 +135,22 @@ def report(args: argparse.Namespace, command: str, facts: list[str], runs: list[
         " --latency, the same GET on every request (bench/get_static.lua)",
         f"- nginx config: {args.nginx_workers} worker process(es), sendfile, access log off",
         "",
-    ]
-    rows = []
-    for name, results in kept.items():
-        rows.append(
-            [
-                name,
-                f"**{median([r.rate for r in results]):.0f}**",
-                f"{median([r.p50_ms for r in results]):.2f}",
-                f"{median([r.p99_ms for r in results]):.2f}",
-                f"{median([r.cpu_percent for r in results]):.0f}%",
-                sum(r.non2xx for r in results),
-                sum(r.socket_errors for r in results),
-            ]
-        )
-    out.append(
-        table(
-            [
-                "target",
-                "median req/s",
-                "p50 ms",
-                "p99 ms",
-                "server CPU",
-                "non-2xx",
-                "socket errors",
-            ],
-            rows,
-        )
-    )
-    paired = [a.rate / b.rate for a, b in zip(kept[PULLKV], kept[NGINX], strict=True)]
-    pullkv_rate = median([r.rate for r in kept[PULLKV]])
-    nginx_rate = median([r.rate for r in kept[NGINX]])
-    out += [
+        summary_table(runs),
         "",
         f"Ratio pullkv / nginx: **{pullkv_rate / nginx_rate:.2f}x** of the medians;"
         f" {' / '.join(f'{r:.2f}x' for r in paired)} round by round.",
     ]
-    if HEALTHZ in kept:
-        healthz_rate = median([r.rate for r in kept[HEALTHZ]])
+    healthz = kept_results(runs, HEALTHZ)
+    if healthz:
+        healthz_rate = median([r.rate for r in healthz])
         out.append(
             f"Ratio pullkv GET value / pullkv /healthz: **{pullkv_rate / healthz_rate:.2f}x**"
             " (what is left of the HTTP stack's throughput after auth, routing, the lookup"
             " and decryption)."
         )
-    out.append("")
-    out.append(
-        table(
-            ["round", "target", "req/s", "p50 ms", "p99 ms", "server CPU", "others' CPU"],
-            [
-                [
-                    label_of(r.label, r.kept, r.result, args.max_noise),
-                    r.target,
-                    f"{r.result.rate:.0f}",
-                    f"{r.result.p50_ms:.2f}",
-                    f"{r.result.p99_ms:.2f}",
-                    f"{r.result.cpu_percent:.0f}%",
-                    f"{r.result.others_percent:.0f}%",
-                ]
-                for r in runs
-            ],
-        )
-    )
     out += [
+        "",
+        rounds_table(runs, args.max_noise),
         "",
         "Medians are over the kept rounds. Server CPU: the server's user+system time over the"
         " run (nginx: master and workers), in % of one core. Others' CPU: machine CPU time"

@@ -1,9 +1,9 @@
 """Durable writes per second through HTTP: group commit against one commit per write.
 
 Starts two ``pullkv serve`` processes on fresh temporary data folders, one with group commit
-(the default) and one with ``--no-group-commit``, both with ``--writes-per-key-per-second 0``.
+(the default) and one with ``--no-group-commit`` (neither has a same-key write rate).
 Then, in interleaved rounds, wrk drives N concurrent connections (32 by default) that each
-PUT fresh, unique keys (``put_unique.lua``) for a fixed time. After every round the keys
+PUT fresh, unique keys (``put_unique.lua``) for a fixed time. After every run the keys
 written in it are counted through the REST list endpoint (following the cursor): every
 acknowledged (2xx) write must be there. Prints a markdown report.
 
@@ -13,25 +13,29 @@ acknowledged (2xx) write must be there. Prints a markdown report.
 from __future__ import annotations
 
 import argparse
+import itertools
 import shlex
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from benchlib import (
     HERE,
+    ExtraColumn,
     PullkvServer,
+    Run,
     WrkResult,
     add_common_arguments,
     check_common_arguments,
     default_server_command,
     find_tool,
-    label_of,
+    interleaved_rounds,
+    kept_results,
     machine_facts,
     median,
+    paired_ratios,
+    rounds_table,
     run_wrk,
-    table,
-    wait_until_quiet,
+    summary_table,
 )
 
 MODES: dict[str, list[str]] = {"group": [], "no-group": ["--no-group-commit"]}
@@ -41,8 +45,15 @@ NOTES = (
     " by neither the server nor wrk over the run, in % of one core (other tenants, and kernel"
     " threads such as the ext4 journal); a round where it passed --max-noise was redone."
     " Keys listed after: keys with the run's prefix listed through REST after it (a few more"
-    " than acknowledged: writes still in flight when wrk stopped)."
+    " than acknowledged: writes still in flight when wrk stopped). Lost: acknowledged writes"
+    " missing from that list, which must be 0."
 )
+# The durability check of each run, as per-run figures beside wrk's.
+DURABILITY: list[ExtraColumn] = [
+    ("acknowledged (2xx)", "acked", ".0f"),
+    ("keys listed after", "listed", ".0f"),
+    ("lost", "lost", ".0f"),
+]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -57,17 +68,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-@dataclass
-class Run:
-    """One measured run: which round and mode, wrk's figures, the durability count."""
-
-    label: str
-    mode: str
-    result: WrkResult
-    listed: int
-    kept: bool = True
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print the report; non-zero exit if a write was lost."""
     args = parse_args(argv)
@@ -78,25 +78,28 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join(["python", "bench/bench_writes.py", *given])
     facts = machine_facts(wrk, server_command, source=args.source)
 
-    runs: list[Run] = []
-    base_args = ["--writes-per-key-per-second", "0"]
+    lost = 0  # over every run, the warm-up and redone ones too
     with (
-        PullkvServer(server_command, base_args + MODES["group"], "group") as group,
-        PullkvServer(server_command, base_args + MODES["no-group"], "nogroup") as nogroup,
+        PullkvServer(server_command, MODES["group"], "group") as group,
+        PullkvServer(server_command, MODES["no-group"], "nogroup") as nogroup,
     ):
         servers = {"group": group, "no-group": nogroup}
         namespaces = {mode: s.create_namespace(f"bench-{mode}") for mode, s in servers.items()}
+        run_numbers = itertools.count(1)
 
-        def once(mode: str, key_prefix: str, seconds: float) -> WrkResult:
+        def once(mode: str, seconds: float) -> WrkResult:
+            """One wrk run of fresh keys, then the count of them that the store lists."""
+            nonlocal lost
             server = servers[mode]
-            return run_wrk(
+            prefix = f"run{next(run_numbers)}-"  # each run's keys are its own to count
+            result = run_wrk(
                 wrk,
                 server.origin,
                 script,
                 [
                     server.values_path(namespaces[mode]),
                     server.token,
-                    key_prefix,
+                    prefix,
                     str(args.value_bytes),
                 ],
                 threads=args.threads,
@@ -104,46 +107,32 @@ def main(argv: list[str] | None = None) -> int:
                 duration=seconds,
                 server_pid=server.pid,
             )
+            listed = server.count_keys(namespaces[mode], prefix)
+            missing = max(0, result.ok - listed)
+            result.extra.update(acked=result.ok, listed=listed, lost=missing)
+            lost += missing
+            return result
 
-        if args.warmup > 0:
-            for mode in MODES:
-                once(mode, "warm-", args.warmup)
-        rnd, retries = 1, 0
-        while rnd <= args.rounds:
-            label = f"{rnd}" + ("" if retries == 0 else f" (retry {retries})")
-            if args.quiet_wait > 0:
-                wait_until_quiet(args.quiet_wait)
-            order = list(MODES) if rnd % 2 else list(reversed(MODES))
-            this_round = []
-            for mode in order:
-                prefix = f"r{rnd}-{retries}-"
-                result = once(mode, prefix, args.duration)
-                listed = servers[mode].count_keys(namespaces[mode], prefix)
-                this_round.append(Run(label, mode, result, listed))
-                print(
-                    f"round {label} {mode}: {result.rate:.0f} writes/s,"
-                    f" p50 {result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms,"
-                    f" acked {result.ok}, listed {listed},"
-                    f" others' CPU {result.others_percent:.0f}%",
-                    file=sys.stderr,
-                    flush=True,
-                )
-            runs += this_round
-            noisy = any(r.result.others_percent > args.max_noise for r in this_round)
-            if noisy and retries < args.retries:
-                retries += 1
-                for r in this_round:
-                    r.kept = False
-                continue
-            rnd, retries = rnd + 1, 0
+        runs = interleaved_rounds(
+            list(MODES),
+            once,
+            rounds=args.rounds,
+            duration=args.duration,
+            warmup=args.warmup,
+            quiet_wait=args.quiet_wait,
+            max_noise=args.max_noise,
+            retries=args.retries,
+        )
 
     print(report(args, command, facts, runs))
-    return 1 if any(r.listed < r.result.ok for r in runs) else 0
+    return 1 if lost else 0
 
 
 def report(args: argparse.Namespace, command: str, facts: list[str], runs: list[Run]) -> str:
     """The markdown report."""
-    kept = {mode: [r.result for r in runs if r.kept and r.mode == mode] for mode in MODES}
+    g = median([r.rate for r in kept_results(runs, "group")])
+    n = median([r.rate for r in kept_results(runs, "no-group")])
+    paired = paired_ratios(runs, "group", "no-group")
     out = [
         f"### Writes: {args.connections} concurrent writers, group commit vs one commit per write",
         "",
@@ -154,75 +143,15 @@ def report(args: argparse.Namespace, command: str, facts: list[str], runs: list[
         f" PUT of a unique key per request, {args.value_bytes}-byte raw body"
         " (bench/put_unique.lua)",
         "",
-    ]
-    rows = []
-    for mode, results in kept.items():
-        rows.append(
-            [
-                mode,
-                f"**{median([r.rate for r in results]):.0f}**",
-                f"{median([r.p50_ms for r in results]):.2f}",
-                f"{median([r.p99_ms for r in results]):.2f}",
-                f"{median([r.cpu_percent for r in results]):.0f}%",
-                sum(r.non2xx for r in results),
-                sum(r.socket_errors for r in results),
-            ]
-        )
-    out.append(
-        table(
-            [
-                "mode",
-                "median writes/s",
-                "p50 ms",
-                "p99 ms",
-                "server CPU",
-                "non-2xx",
-                "socket errors",
-            ],
-            rows,
-        )
-    )
-    g = median([r.rate for r in kept["group"]])
-    n = median([r.rate for r in kept["no-group"]])
-    paired = [a.rate / b.rate for a, b in zip(kept["group"], kept["no-group"], strict=True)]
-    out += [
+        summary_table(runs),
         "",
         f"Ratio group / no-group: **{g / n:.2f}x** of the medians;"
         f" {' / '.join(f'{r:.2f}x' for r in paired)} round by round.",
         "",
+        rounds_table(runs, args.max_noise, DURABILITY),
+        "",
+        NOTES,
     ]
-    out.append(
-        table(
-            [
-                "round",
-                "mode",
-                "writes/s",
-                "p50 ms",
-                "p99 ms",
-                "server CPU",
-                "others' CPU",
-                "acknowledged (2xx)",
-                "keys listed after",
-                "durable",
-            ],
-            [
-                [
-                    label_of(r.label, r.kept, r.result, args.max_noise),
-                    r.mode,
-                    f"{r.result.rate:.0f}",
-                    f"{r.result.p50_ms:.2f}",
-                    f"{r.result.p99_ms:.2f}",
-                    f"{r.result.cpu_percent:.0f}%",
-                    f"{r.result.others_percent:.0f}%",
-                    r.result.ok,
-                    r.listed,
-                    "yes" if r.listed >= r.result.ok else "**NO**",
-                ]
-                for r in runs
-            ],
-        )
-    )
-    out += ["", NOTES]
     return "\n".join(out)
 
 
