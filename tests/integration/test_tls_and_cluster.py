@@ -1,17 +1,13 @@
-"""TLS between an edge and its origin (certificates made by the test), and cluster up."""
+"""TLS between an edge and its origin (certificates made by the test).
+
+``cluster up`` is tested in test_cluster.py.
+"""
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
-import re
-import signal
-import socket
 import ssl
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -20,7 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.support import EdgeProcess, ServerProcess, free_port
+from tests.support import EdgeProcess, ServerProcess
 
 
 def _name(common: str) -> x509.Name:
@@ -107,76 +103,3 @@ def test_edge_to_origin_over_tls(tmp_path: Path) -> None:
         untrusted.stop()
         trusted.stop()
         origin.stop()
-
-
-def test_cluster_up_walkthrough(tmp_path: Path) -> None:
-    base = free_port()
-    while not all(_bindable(base + i) for i in range(3)):
-        base = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "pullkv",
-        "cluster",
-        "up",
-        "--edges",
-        "2",
-        "--latency-ms",
-        "60",
-        "--data",
-        str(tmp_path / "cluster"),
-        "--base-port",
-        str(base),
-    ]
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=os.environ.copy()
-    )
-    assert process.stdout is not None
-    lines: list[str] = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not any("Ctrl-C" in line for line in lines):
-        line = process.stdout.readline().decode()
-        if not line:
-            break
-        lines.append(line)
-    output = "".join(lines)
-    try:
-        assert "origin" in output and "lhr" in output and "nrt" in output, output
-        account = re.search(r"account id:\s+([0-9a-f]{32})", output)
-        assert account is not None
-        token = (tmp_path / "cluster" / "origin" / "admin-token").read_text().strip()
-        headers = {"Authorization": f"Bearer {token}"}
-        prefix = f"/client/v4/accounts/{account.group(1)}/storage/kv/namespaces"
-        lhr, nrt = f"http://127.0.0.1:{base + 1}", f"http://127.0.0.1:{base + 2}"
-        with httpx.Client(headers=headers, timeout=10) as c:
-            ns = c.post(lhr + prefix, json={"title": "demo"}).json()["result"]["id"]
-            assert c.put(f"{lhr}{prefix}/{ns}/values/greeting", content=b"hello").is_success
-            cold = c.get(f"{nrt}{prefix}/{ns}/values/greeting")
-            hot = c.get(f"{nrt}{prefix}/{ns}/values/greeting")
-            assert cold.content == hot.content == b"hello"
-            assert "fwd=miss" in cold.headers["cache-status"]
-            assert "hit" in hot.headers["cache-status"]
-            assert cold.elapsed.total_seconds() >= 0.06
-            assert hot.elapsed.total_seconds() < 0.06
-    finally:
-        process.send_signal(signal.SIGINT)
-        assert process.wait(30) == 0
-    for port in (base, base + 1, base + 2):
-        assert not _busy(port), f"port {port} still served after Ctrl-C"
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _busy(port: int) -> bool:
-    try:
-        httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5)
-    except httpx.HTTPError:
-        return False
-    return True

@@ -97,6 +97,7 @@ def _launch(config: Any, options: dict[str, Any]) -> None:
             tls=tls,
             send_timeout=options["send_timeout"],
             max_connections=options["max_connections"],
+            access_log=options["access_log"],
         )
     except NodeError as exc:
         raise click.ClickException(str(exc)) from None
@@ -183,8 +184,10 @@ def origin(**options: Any) -> None:
     "--upstream-latency-ms",
     type=click.FloatRange(min=0),
     default=0.0,
-    hidden=True,
-    help="Delay added to every upstream exchange (simulated distance).",
+    show_default=True,
+    help="Milliseconds added to every request to the upstream, to simulate distance when "
+    "trying pullkv on one machine (pullkv cluster up --latency-ms sets it). Leave 0 in "
+    "production.",
 )
 def edge(**options: Any) -> None:
     """Run an edge: a cache in front of an origin or of another edge."""
