@@ -253,9 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     warm_share = 0.0
     rate = float(args.rate)
     with (
-        PullkvServer(
-            server_command, ["--writes-per-key-per-second", "0"], "origin", role="origin"
-        ) as origin,
+        PullkvServer(server_command, [], "origin", role="origin") as origin,
         PullkvServer(server_command, edge_args, "near", role="edge", upstream=origin) as near,
         PullkvServer(server_command, far_args, "far", role="edge", upstream=origin) as far,
         NginxServer(nginx_path, value, workers=args.nginx_workers, wrapper=server_pin) as nginx,

@@ -2,7 +2,7 @@
 
 1. Durable writes/s and point reads/s through HTTP. Two origins run at once, each on a fresh
    store (a SQLite file in a temporary data folder; a new schema of the PostgreSQL database),
-   with ``--writes-per-key-per-second 0``. Each gets N keys written first (1 KiB values,
+   without a same-key write rate (the default). Each gets N keys written first (1 KiB values,
    bulk PUTs). Then, in interleaved rounds (A B, B A, ...), wrk drives 32 connections that
    PUT fresh unique keys (``put_unique.lua``), then 32 that GET random ones of the N keys
    (``get_random.lua``). An origin has no cache, so every GET reads the store. After each
@@ -134,7 +134,6 @@ class Origin:
         args = [sys.executable, "-m", "pullkv", "origin", "--host", HOST]
         args += ["--port", str(self.port), "--data", str(self.data)]
         args += ["--account-id", ACCOUNT_ID, "--log-level", "warning"]
-        args += ["--writes-per-key-per-second", "0"]
         if store_url:
             args += ["--store", store_url]
         with self.log.open("wb") as out:

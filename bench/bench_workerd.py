@@ -334,14 +334,13 @@ def main(argv: list[str] | None = None) -> int:
     value = bytes(ord("a") + i % 26 for i in range(VALUE_BYTES))
     worker_source = WORKER.read_text()
     constant_source = CONSTANT_WORKER.format(value=json.dumps(value.decode()))
-    no_limit = ["--writes-per-key-per-second", "0"]
 
     runs: list[Run] = []
     hot_check: dict[str, float] = {}
     with (
-        PullkvServer(server_command, no_limit, "origin", role="origin") as origin,
+        PullkvServer(server_command, [], "origin", role="origin") as origin,
         PullkvServer(server_command, [], "edge", role="edge", upstream=origin) as edge,
-        PullkvServer(server_command, no_limit, "serve") as serve,
+        PullkvServer(server_command, [], "serve") as serve,
     ):
         ns_origin = origin.create_namespace("bench-workerd")
         origin.put(ns_origin, "hot", value)

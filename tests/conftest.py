@@ -15,7 +15,7 @@ from tests.support import ServerProcess
 
 # Short floors so expiry tests need no long sleeps; no same-key rate limit unless a test
 # asks for one.
-TEST_SERVER_ARGS = ["--min-expiration-ttl", "1", "--writes-per-key-per-second", "0"]
+TEST_SERVER_ARGS = ["--min-expiration-ttl", "1"]
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,6 @@
-"""The same-key write rate limit (Workers KV: 1 write per second per key).
+"""The same-key write rate limit, in one process's memory (off unless a rate is set; Workers
+KV's is 1 write per second per key). An origin uses it over a store only it writes (SQLite);
+a store several origins share keeps the limit itself (``store.base.RatedStore``).
 
 Policy only: the caller passes the time. Memory stays bounded because entries older than
 one interval carry no information and are swept once the table grows. The next sweep waits

@@ -62,7 +62,7 @@ def pullkv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A pullkv with Workers KV's default floors (60 s expiration, 30 s cacheTtl)."""
     _require_workerd()
     data = Path(tmp_path_factory.mktemp("workerd-pullkv")) / "data"
-    proc = ServerProcess(data, args=["--writes-per-key-per-second", "0"]).start()
+    proc = ServerProcess(data).start()
     yield proc
     proc.stop()
 

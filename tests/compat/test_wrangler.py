@@ -547,7 +547,7 @@ def test_key_list_follows_cursor_and_prefix(
 ) -> None:
     expiration = int(time.time()) + 3600
     many = [{"key": f"many/{i:05d}", "value": str(i)} for i in range(2345)]
-    few = [
+    few: list[dict[str, Any]] = [
         {"key": "other/a", "value": "a", "metadata": {"i": 1}},
         {"key": "other/b", "value": "b", "expiration": expiration},
     ]
@@ -580,6 +580,31 @@ def test_key_delete(wrangler: Wrangler, http: httpx.Client, namespace_id: str) -
     assert api_value(http, namespace_id, "gone") is None
 
 
+def test_writes_of_a_key_being_written_succeed(
+    wrangler: Wrangler, server: ServerProcess, namespace_id: str
+) -> None:
+    # No same-key write rate by default: while the API writes the key every 50 ms (Workers
+    # KV, or --same-key-write-rate 1, would answer 429), wrangler's put and delete succeed.
+    stop = threading.Event()
+    statuses: list[int] = []
+
+    def keep_writing() -> None:
+        with httpx.Client(base_url=server.namespaces_url, headers=server.headers()) as c:
+            while not stop.is_set():
+                statuses.append(c.put(f"{namespace_id}/values/busy", content=b"api").status_code)
+                stop.wait(0.05)
+
+    writer = threading.Thread(target=keep_writing)
+    writer.start()
+    try:
+        wrangler.kv("key", "put", "busy", "wrangler", namespace_id=namespace_id)
+        wrangler.kv("key", "delete", "busy", namespace_id=namespace_id)
+    finally:
+        stop.set()
+        writer.join()
+    assert len(statuses) > 2 and set(statuses) == {200}
+
+
 # Bulk.
 
 
@@ -594,7 +619,7 @@ def test_bulk_put_batches_base64_metadata_ttl(
     binary = bytes(range(256)) + os.urandom(1000)
     plain = [{"key": f"bulk/{i:05d}", "value": f"value {i}"} for i in range(2400)]
     special = [{"key": key, "value": f"special {key}"} for key in SPECIAL_KEYS]
-    extra = [
+    extra: list[dict[str, Any]] = [
         {"key": "b64", "value": base64.b64encode(binary).decode(), "base64": True},
         {"key": "meta", "value": "m", "metadata": {"tags": ["x", "ü"], "n": 2}},
         {"key": "ttl", "value": "t", "expiration_ttl": 300},

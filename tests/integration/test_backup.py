@@ -18,7 +18,7 @@ from tests.support import ServerProcess
 
 def test_backup_while_the_server_writes(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    server = ServerProcess(data, args=["--writes-per-key-per-second", "0"]).start()
+    server = ServerProcess(data).start()
     try:
         with httpx.Client(base_url=server.namespaces_url + "/", headers=server.headers()) as c:
             ns = c.post("", json={"title": "backed-up"}).json()["result"]["id"]

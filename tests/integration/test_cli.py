@@ -7,7 +7,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 from click.testing import CliRunner, Result
@@ -17,8 +17,14 @@ from pullkv.crypto import key_id_of
 from tests.support import ServerProcess
 
 
+class Invoke(Protocol):
+    """Runs ``pullkv <args>``; unless ``ok=False``, asserts that it succeeded."""
+
+    def __call__(self, *args: str, input: str | None = None, ok: bool = True) -> Result: ...
+
+
 @pytest.fixture
-def cli(server: ServerProcess) -> Any:
+def cli(server: ServerProcess) -> Invoke:
     runner = CliRunner()
     env = {"PULLKV_URL": server.url, "PULLKV_TOKEN": server.admin_token, "PULLKV_NAMESPACE": ""}
 
@@ -31,7 +37,7 @@ def cli(server: ServerProcess) -> Any:
     return invoke
 
 
-def test_namespace_commands(cli: Any) -> None:
+def test_namespace_commands(cli: Invoke) -> None:
     created = json.loads(cli("--json", "namespace", "create", "cli-ns").stdout)
     assert len(created["id"]) == 32
     assert "cli-ns" in cli("namespace", "list").stdout
@@ -45,7 +51,7 @@ def test_namespace_commands(cli: Any) -> None:
     assert "cli-ns2" not in cli("namespace", "list").stdout
 
 
-def test_key_commands(cli: Any, tmp_path: Path) -> None:
+def test_key_commands(cli: Invoke, tmp_path: Path) -> None:
     cli("namespace", "create", "keys-ns")
     cli(
         "key",
@@ -80,9 +86,9 @@ def test_key_commands(cli: Any, tmp_path: Path) -> None:
     )
 
 
-def test_bulk_commands(cli: Any, tmp_path: Path) -> None:
+def test_bulk_commands(cli: Invoke, tmp_path: Path) -> None:
     cli("namespace", "create", "bulk-ns")
-    items = [{"key": f"item{i:04d}", "value": f"v{i}"} for i in range(2500)]
+    items: list[dict[str, Any]] = [{"key": f"item{i:04d}", "value": f"v{i}"} for i in range(2500)]
     items[0]["metadata"] = {"first": True}
     put_file = tmp_path / "put.json"
     put_file.write_text(json.dumps(items))
@@ -112,7 +118,7 @@ def test_bulk_commands(cli: Any, tmp_path: Path) -> None:
     )
 
 
-def test_token_commands(cli: Any, server: ServerProcess) -> None:
+def test_token_commands(cli: Invoke, server: ServerProcess) -> None:
     created = json.loads(cli("--json", "token", "create", "--name", "ci", "--read-only").stdout)
     assert created["value"].startswith("pkv_") and created["read_only"] is True
     listing = cli("token", "list").stdout
@@ -129,7 +135,7 @@ def test_no_token_is_a_clear_usage_error(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_keyring_rotate_and_reencrypt_while_serving(tmp_path: Path) -> None:
-    proc = ServerProcess(tmp_path / "data", args=["--writes-per-key-per-second", "0"]).start()
+    proc = ServerProcess(tmp_path / "data").start()
     runner = CliRunner()
     env = {
         "PULLKV_URL": proc.url,

@@ -34,7 +34,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_full_disk_refuses_writes_cleanly_and_recovers(small_disk: Path) -> None:
-    proc = ServerProcess(small_disk / "data", args=["--writes-per-key-per-second", "0"]).start()
+    proc = ServerProcess(small_disk / "data").start()
     try:
         with httpx.Client(
             base_url=proc.namespaces_url + "/", headers=proc.headers(), timeout=30

@@ -17,7 +17,10 @@ META_MARK = "PLAINTEXT-METADATA-MARKER-91c2"
 def _write_markers(proc: ServerProcess) -> str:
     with httpx.Client(base_url=proc.namespaces_url + "/", headers=proc.headers()) as c:
         ns = str(c.post("", json={"title": "secret"}).json()["result"]["id"])
-        files = {"value": (None, VALUE_MARK * 3), "metadata": (None, f'{{"m":"{META_MARK}"}}')}
+        files: dict[str, tuple[None, bytes | str]] = {
+            "value": (None, VALUE_MARK * 3),
+            "metadata": (None, f'{{"m":"{META_MARK}"}}'),
+        }
         assert c.put(f"{ns}/values/single", files=files).status_code == 200
         items = [
             {"key": f"bulk{i}", "value": VALUE_MARK.decode() + str(i), "metadata": {"m": META_MARK}}
@@ -29,7 +32,7 @@ def _write_markers(proc: ServerProcess) -> str:
 
 
 def test_no_plaintext_in_database_files(tmp_path: Path) -> None:
-    proc = ServerProcess(tmp_path / "data", args=["--writes-per-key-per-second", "0"]).start()
+    proc = ServerProcess(tmp_path / "data").start()
     _write_markers(proc)
     proc.kill9()  # leave the WAL unmerged, exactly as a crash would
     files = [p for p in proc.data_dir.iterdir() if p.name.startswith("pullkv.sqlite3")]
@@ -46,7 +49,7 @@ def test_no_plaintext_in_database_files(tmp_path: Path) -> None:
 
 
 def test_tampered_or_moved_ciphertext_is_a_clear_error(tmp_path: Path) -> None:
-    proc = ServerProcess(tmp_path / "data", args=["--writes-per-key-per-second", "0"]).start()
+    proc = ServerProcess(tmp_path / "data").start()
     ns = _write_markers(proc)
     proc.stop()
 

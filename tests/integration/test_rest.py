@@ -283,8 +283,24 @@ def test_namespaces_crud_paging_and_errors(server: ServerProcess) -> None:
         assert c.post(base, json={"title": "renamed"}).status_code == 200
 
 
+def test_writes_of_one_key_within_a_second_by_default(
+    http: httpx.Client, namespace_id: str
+) -> None:
+    # Workers KV's 1 write per second per key is its infrastructure's limit, not pullkv's.
+    values = f"{namespace_id}/values/k"
+    assert http.put(values, content=b"1").status_code == 200
+    assert http.delete(values).status_code == 200
+    assert http.put(values, content=b"2").status_code == 200
+    bulk = http.put(f"{namespace_id}/bulk", json=[{"key": "k", "value": "3"}])
+    assert bulk.json()["result"] == {"successful_key_count": 1, "unsuccessful_keys": []}
+    gone = http.request("DELETE", f"{namespace_id}/bulk", json=["k"])
+    assert gone.json()["result"] == {"successful_key_count": 1, "unsuccessful_keys": []}
+    assert http.get(values).status_code == 404
+
+
 def test_same_key_write_rate_limit(tmp_path: Path) -> None:
-    proc = ServerProcess(tmp_path / "data", args=["--min-expiration-ttl", "1"]).start()
+    args = ["--min-expiration-ttl", "1", "--same-key-write-rate", "1"]
+    proc = ServerProcess(tmp_path / "data", args=args).start()
     try:
         with httpx.Client(base_url=proc.namespaces_url + "/", headers=proc.headers()) as c:
             ns = c.post("", json={"title": "rate"}).json()["result"]["id"]

@@ -87,7 +87,7 @@ def _server(data: Path, logs: Path, plan: TrialPlan) -> ServerProcess:
     role = "origin" if plan.store_args else "serve"
     proc = ServerProcess(
         data,
-        args=["--writes-per-key-per-second", "0", *plan.store_args],
+        args=list(plan.store_args),
         env=env,
         role=role,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pullkv.limits import DEFAULT_LIMITS
 from pullkv.ratelimit import WriteRateLimiter
 
 NS = "ns1"
@@ -61,6 +62,13 @@ def test_disabled_at_zero() -> None:
     assert len(limiter._last) == 0  # nothing is remembered
 
 
+def test_off_by_default() -> None:
+    # Workers KV's 1 write per second per key is its infrastructure's, not the API's.
+    limiter = WriteRateLimiter(DEFAULT_LIMITS.writes_per_key_per_second)
+    assert not limiter.enabled
+    assert limiter.acquire(NS, "k", 0.0) and limiter.acquire(NS, "k", 0.0)
+
+
 def test_forget_undoes_a_reservation() -> None:
     limiter = WriteRateLimiter(1.0)
     assert limiter.acquire(NS, "k", 0.0)
@@ -101,7 +109,7 @@ def test_burst_of_live_keys_sweeps_rarely() -> None:
         sweeps += 1
         original(now)
 
-    limiter._sweep = counting_sweep  # type: ignore[method-assign]
+    limiter._sweep = counting_sweep  # type: ignore[method-assign]  # counts the sweeps
     for i in range(10_000):  # all live: a sweep frees nothing
         limiter.record(NS, f"k{i}", 7.0)
     assert sweeps <= 12  # doubling, not once per write

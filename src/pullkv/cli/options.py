@@ -136,6 +136,13 @@ listen_options = _apply(
             show_default=True,
             help="Open connections per process; more are answered 503 and closed.",
         ),
+        click.option(
+            "--access-log",
+            type=click.Choice(["off", "text", "json"]),
+            default="text",
+            show_default=True,
+            help="One line per request on stderr: key=value text, JSON, or none.",
+        ),
     ]
 )
 

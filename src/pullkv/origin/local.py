@@ -1,5 +1,9 @@
-"""An origin's backend: the store itself, with the same-key write rate enforced here, where
-every write of every edge arrives."""
+"""An origin's backend: the store itself, with the same-key write rate (when one is set).
+
+The rate is enforced where every write of a key arrives. An origin's own store file (SQLite)
+has one origin, so its memory sees every write and the limit is kept there. A store several
+origins share (PostgreSQL, a RatedStore) keeps it in the write's transaction instead.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from pullkv import errors
 from pullkv.backend import Fetched, Lookup, WriteResult, conditional
 from pullkv.limits import Limits
 from pullkv.ratelimit import WriteRateLimiter
-from pullkv.store.base import NamespaceOrder, Store
+from pullkv.store.base import NamespaceOrder, NamespaceStats, RatedStore, Store
 from pullkv.types import ListedKey, NamespaceRecord, SealedWrite, TokenRecord
 
 _NAMESPACE_CACHE_SECONDS = 5.0
@@ -23,6 +27,10 @@ class LocalBackend:
         self.limits = limits
         self.clock = clock
         self.rate = WriteRateLimiter(limits.writes_per_key_per_second)
+        # Set when the store enforces the rate itself; the memory limiter then stays unused.
+        self._rated: RatedStore | None = None
+        if self.rate.enabled and isinstance(store, RatedStore):
+            self._rated = store
         self._namespaces: dict[str, tuple[NamespaceRecord, float]] = {}
 
     async def close(self) -> None:
@@ -115,6 +123,11 @@ class LocalBackend:
         await self.namespace(account_id, namespace_id, "list keys")
         return await self.store.list_keys(namespace_id, prefix, after, limit, int(self.clock()))
 
+    async def namespace_stats(self, account_id: str, namespace_id: str) -> NamespaceStats:
+        """Counts over the namespace's live keys, from the store."""
+        await self.namespace(account_id, namespace_id, "namespace stats")
+        return await self.store.namespace_stats(namespace_id, int(self.clock()))
+
     async def write(
         self, account_id: str, namespace_id: str, writes: Sequence[SealedWrite]
     ) -> WriteResult:
@@ -124,6 +137,11 @@ class LocalBackend:
         """
         await self.namespace(account_id, namespace_id, "put")
         latest = {write.key: write for write in writes}
+        if self._rated is not None:
+            rated = await self._rated.put_rated(
+                namespace_id, list(latest.values()), self.rate.interval
+            )
+            return WriteResult(rated.versions, rated.refused)
         now = self.clock()
         accepted = [w for w in latest.values() if self.rate.acquire(namespace_id, w.key, now)]
         accepted_keys = {w.key for w in accepted}
@@ -140,6 +158,9 @@ class LocalBackend:
         """Delete in one durable commit; keys written again within the rate are refused."""
         await self.namespace(account_id, namespace_id, "delete")
         unique = list(dict.fromkeys(keys))
+        if self._rated is not None:
+            rated = await self._rated.delete_rated(namespace_id, unique, self.rate.interval)
+            return WriteResult(rated.versions, rated.refused)
         now = self.clock()
         accepted = [k for k in unique if self.rate.acquire(namespace_id, k, now)]
         accepted_set = set(accepted)

@@ -8,11 +8,23 @@ shape. ``now`` arguments are epoch seconds: expired keys are invisible to every 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, Protocol
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
 
 from pullkv.types import ListedKey, NamespaceRecord, SealedEntry, SealedWrite, TokenRecord
 
 NamespaceOrder = Literal["id", "title"]
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceStats:
+    """What a namespace holds now: live keys, the stored (sealed) bytes of their values, and
+    how many of them have an expiration. The store never sees plaintext, so ``value_bytes``
+    counts ciphertext (each value's plaintext length plus the sealing overhead)."""
+
+    keys: int
+    value_bytes: int
+    expiring: int
 
 
 class Store(Protocol):
@@ -80,6 +92,9 @@ class Store(Protocol):
     ) -> list[ListedKey]:
         """Live keys with ``prefix``, strictly after ``after``, in UTF-8 byte order."""
 
+    async def namespace_stats(self, namespace_id: str, now: int) -> NamespaceStats:
+        """Counts over a namespace's live keys, computed where the data is."""
+
     async def purge_expired(self, now: int, batch: int) -> int:
         """Remove up to ``batch`` expired entries; return how many went."""
 
@@ -135,3 +150,31 @@ class Store(Protocol):
     ) -> None:
         """Store (namespace, entry) pairs as given, versions included, all or none, replacing
         by namespace and key; later writes get versions above these and ``min_version``."""
+
+
+@dataclass(frozen=True, slots=True)
+class RatedWrite:
+    """What a write under the same-key write rate did: the version of each key written, and
+    the keys refused because they were written too recently."""
+
+    versions: dict[str, int] = field(default_factory=dict)
+    refused: list[str] = field(default_factory=list)
+
+
+@runtime_checkable
+class RatedStore(Protocol):
+    """What a Store that several origins may share (PostgreSQL) adds: it enforces the
+    same-key write rate itself, in the write's own transaction and on one clock, because an
+    origin's memory sees only its own writes. Of the keys given (each once), those written
+    less than ``min_interval`` seconds ago by any origin are left out and reported; a write
+    that fails uses up no key's interval."""
+
+    async def put_rated(
+        self, namespace_id: str, writes: Sequence[SealedWrite], min_interval: float
+    ) -> RatedWrite:
+        """Write the keys not written within ``min_interval``, all or none, durably."""
+
+    async def delete_rated(
+        self, namespace_id: str, keys: Sequence[str], min_interval: float
+    ) -> RatedWrite:
+        """Delete the keys not written within ``min_interval``, durably."""

@@ -82,6 +82,20 @@ MIGRATIONS: tuple[Migration, ...] = (
         INSERT INTO version_clock (id, version) VALUES (1, 0);
         """,
     ),
+    Migration(
+        2,
+        "when each recently written key may be written again (the same-key write rate)",
+        """
+        -- Rows are written and compared on the database's clock, never an origin's, so
+        -- origins with skewed clocks still agree; purge_expired drops the rows past due.
+        CREATE TABLE key_writes (
+            namespace_id text COLLATE "C" NOT NULL,
+            key bytea NOT NULL,
+            not_before timestamptz NOT NULL,
+            PRIMARY KEY (namespace_id, key)
+        );
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -62,8 +62,8 @@ from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from pullkv import errors
-from pullkv.store.base import NamespaceOrder
-from pullkv.store.keyrange import prefix_upper_bound
+from pullkv.store.base import NamespaceOrder, NamespaceStats, RatedWrite
+from pullkv.store.keyrange import live_keys_query
 from pullkv.store.pg_schema import migrate
 from pullkv.types import ListedKey, NamespaceRecord, SealedEntry, SealedWrite, TokenRecord
 from pullkv.versioning import next_version
@@ -443,6 +443,28 @@ _TOKEN_COLUMNS = (
     "id, account_id, name, salt, secret_hash, namespaces, read_only, admin, edge, created_at, "
     "revoked_at"
 )
+# The claim of a rated write, over the keys ``u.k`` (parameters: namespace id, interval in
+# seconds): a key is claimed if its namespace exists and no write of it is due later than now
+# on the database's clock; a claimed key is not due again before now plus the interval.
+_CLAIM_KEYS = (
+    "claimed AS (INSERT INTO key_writes AS w (namespace_id, key, not_before) "
+    "SELECT %s::text, u.k, clock_timestamp() + %s * interval '1 second' "
+    "FROM u WHERE EXISTS (SELECT 1 FROM ns) "
+    "ON CONFLICT (namespace_id, key) DO UPDATE SET not_before = excluded.not_before "
+    "WHERE w.not_before <= clock_timestamp() RETURNING w.key)"
+)
+# The answer: whether the namespace exists, and the keys claimed.
+_CLAIMED = "SELECT (SELECT count(*) FROM ns), (SELECT array_agg(key) FROM claimed)"
+
+
+async def _claimed(cur: psycopg.AsyncCursor[TupleRow], operation: str) -> set[bytes]:
+    """The keys a rated write claimed; 404 if its namespace does not exist."""
+    row = await cur.fetchone()
+    if row is None or int(row[0]) == 0:
+        raise errors.namespace_not_found(operation)
+    return {bytes(k) for k in row[1] or ()}
+
+
 _UPSERT_ENTRY = (
     " ON CONFLICT (namespace_id, key) DO UPDATE SET value = excluded.value, "
     "metadata = excluded.metadata, expiration = excluded.expiration, version = excluded.version"
@@ -762,25 +784,100 @@ class PostgresStore:
 
         return await self._write(job)
 
+    # The same-key write rate: one statement claims the keys whose interval has passed in
+    # ``key_writes`` and writes only those, inside the group's transaction, so a write that
+    # fails (its savepoint or the group rolled back) claims nothing. The version clock's lock
+    # already serialises the write transactions of every origin, so claims never race.
+    async def put_rated(
+        self, namespace_id: str, writes: Sequence[SealedWrite], min_interval: float
+    ) -> RatedWrite:
+        """Write the keys not written within ``min_interval`` seconds (by any origin sharing
+        the database, on its clock), all or none, durably."""
+        latest = list({w.key: w for w in writes}.values())
+        if not latest:
+            return RatedWrite()
+
+        async def job(conn: Conn, writer: _Writer) -> _Deferred[RatedWrite]:
+            versions = {w.key.encode("utf-8"): writer.allocate_version() for w in latest}
+            columns: list[Any] = [
+                list(versions),
+                [w.value for w in latest],
+                [w.metadata for w in latest],
+                [w.expiration for w in latest],
+                list(versions.values()),
+            ]
+            if len(latest) == 1:  # scalars: planned and run faster than unnest
+                rows = "SELECT %s::bytea, %s::bytea, %s::bytea, %s::bigint, %s::bigint"
+                columns = [column[0] for column in columns]
+            else:
+                rows = (
+                    "SELECT * FROM unnest(%s::bytea[], %s::bytea[], %s::bytea[], %s::bigint[], "
+                    "%s::bigint[])"
+                )
+            cur = await conn.execute(
+                "WITH ns AS (SELECT 1 FROM namespaces WHERE id = %s), "
+                f"u (k, v, m, e, ver) AS ({rows}), {_CLAIM_KEYS}, "
+                "written AS (INSERT INTO entries "
+                "(namespace_id, key, value, metadata, expiration, version) "
+                "SELECT %s::text, u.k, u.v, u.m, u.e, u.ver FROM u JOIN claimed c ON c.key = u.k"
+                f"{_UPSERT_ENTRY}) {_CLAIMED}",
+                (namespace_id, *columns, namespace_id, min_interval, namespace_id),
+            )
+
+            async def finish() -> RatedWrite:
+                claimed = await _claimed(cur, "put")
+                done = [(w.key, raw) for w, raw in zip(latest, versions, strict=True)]
+                return RatedWrite(
+                    {key: versions[raw] for key, raw in done if raw in claimed},
+                    [key for key, raw in done if raw not in claimed],
+                )
+
+            return _Deferred(finish)
+
+        return await self._write(job)
+
+    async def delete_rated(
+        self, namespace_id: str, keys: Sequence[str], min_interval: float
+    ) -> RatedWrite:
+        """Delete the keys not written within ``min_interval`` seconds (by any origin sharing
+        the database, on its clock), durably."""
+        unique = list(dict.fromkeys(keys))
+        if not unique:
+            return RatedWrite()
+        raw = [k.encode("utf-8") for k in unique]
+
+        async def job(conn: Conn, writer: _Writer) -> _Deferred[RatedWrite]:
+            rows = "SELECT %s::bytea" if len(raw) == 1 else "SELECT * FROM unnest(%s::bytea[])"
+            cur = await conn.execute(
+                f"WITH ns AS (SELECT 1 FROM namespaces WHERE id = %s), u (k) AS ({rows}), "
+                f"{_CLAIM_KEYS}, gone AS (DELETE FROM entries e USING claimed c "
+                f"WHERE e.namespace_id = %s AND e.key = c.key) {_CLAIMED}",
+                (
+                    namespace_id,
+                    raw[0] if len(raw) == 1 else raw,
+                    namespace_id,
+                    min_interval,
+                    namespace_id,
+                ),
+            )
+            version = writer.allocate_version()
+
+            async def finish() -> RatedWrite:
+                claimed = await _claimed(cur, "delete")
+                return RatedWrite(
+                    {k: version for k, r in zip(unique, raw, strict=True) if r in claimed},
+                    [k for k, r in zip(unique, raw, strict=True) if r not in claimed],
+                )
+
+            return _Deferred(finish)
+
+        return await self._write(job)
+
     async def list_keys(
         self, namespace_id: str, prefix: str, after: str | None, limit: int, now: int
     ) -> list[ListedKey]:
         """Live keys with ``prefix``, strictly after ``after``, in UTF-8 byte order."""
-        low = prefix.encode("utf-8")
-        sql = (
-            "SELECT key, expiration, metadata FROM entries WHERE namespace_id = %s "
-            "AND key >= %s AND (expiration IS NULL OR expiration > %s)"
-        )
-        params: list[Any] = [namespace_id, low, now]
-        high = prefix_upper_bound(low)
-        if high is not None:
-            sql += " AND key < %s"
-            params.append(high)
-        if after is not None:
-            sql += " AND key > %s"
-            params.append(after.encode("utf-8"))
-        sql += " ORDER BY key LIMIT %s"
-        params.append(limit)
+        sql, params = live_keys_query(namespace_id, prefix, after, limit, now, "%s")
         rows = await self._rows(sql, params)
         return [
             ListedKey(
@@ -792,7 +889,8 @@ class PostgresStore:
         ]
 
     async def purge_expired(self, now: int, batch: int) -> int:
-        """Remove up to ``batch`` expired entries; return how many went."""
+        """Remove up to ``batch`` expired entries, and as many same-key write records past
+        their interval; return the larger count (``batch`` means call again)."""
 
         async def job(conn: Conn, _: _Writer) -> _Deferred[int]:
             cur = await conn.execute(
@@ -800,7 +898,12 @@ class PostgresStore:
                 "FROM entries WHERE expiration IS NOT NULL AND expiration <= %s LIMIT %s)",
                 (now, batch),
             )
-            return _Deferred(lambda: _done(cur.rowcount))
+            swept = await conn.execute(
+                "DELETE FROM key_writes WHERE (namespace_id, key) IN (SELECT namespace_id, key "
+                "FROM key_writes WHERE not_before <= clock_timestamp() LIMIT %s)",
+                (batch,),
+            )
+            return _Deferred(lambda: _done(max(cur.rowcount, swept.rowcount)))
 
         return await self._write(job)
 
@@ -923,6 +1026,17 @@ class PostgresStore:
             (after or "", limit),
         )
         return [_row_to_token(r) for r in rows]
+
+    async def namespace_stats(self, namespace_id: str, now: int) -> NamespaceStats:
+        """Counts over a namespace's live keys, computed in the database."""
+        row = await self._one(
+            "SELECT count(*), coalesce(sum(octet_length(value)), 0), count(expiration) "
+            "FROM entries WHERE namespace_id = %s AND (expiration IS NULL OR expiration > %s)",
+            (namespace_id, now),
+        )
+        if row is None:
+            return NamespaceStats(0, 0, 0)
+        return NamespaceStats(int(row[0]), int(row[1]), int(row[2]))
 
     async def count_entries(self) -> int:
         """How many entries are stored, expired ones included."""

@@ -25,8 +25,8 @@ from typing import Any, TypeVar
 
 from pullkv import errors
 from pullkv.durable import fsync_path, make_dirs
-from pullkv.store.base import NamespaceOrder
-from pullkv.store.keyrange import prefix_upper_bound
+from pullkv.store.base import NamespaceOrder, NamespaceStats
+from pullkv.store.keyrange import live_keys_query, prefix_upper_bound
 from pullkv.types import ListedKey, NamespaceRecord, SealedEntry, SealedWrite, TokenRecord
 from pullkv.versioning import next_version
 
@@ -507,23 +507,22 @@ class SQLiteStore:
         self, namespace_id: str, prefix: str, after: str | None, limit: int, now: int
     ) -> list[ListedKey]:
         """Live keys with ``prefix``, strictly after ``after``, in UTF-8 byte order."""
-        low = prefix.encode("utf-8")
-        sql = (
-            "SELECT key, expiration, metadata FROM entries WHERE namespace_id=? AND key >= ? "
-            "AND (expiration IS NULL OR expiration > ?)"
-        )
-        params: list[Any] = [namespace_id, low, now]
-        high = prefix_upper_bound(low)
-        if high is not None:
-            sql += " AND key < ?"
-            params.append(high)
-        if after is not None:
-            sql += " AND key > ?"
-            params.append(after.encode("utf-8"))
-        sql += " ORDER BY key LIMIT ?"
-        params.append(limit)
+        sql, params = live_keys_query(namespace_id, prefix, after, limit, now, "?")
         rows = self._reader().execute(sql, params).fetchall()
         return [ListedKey(bytes(r[0]).decode("utf-8"), r[1], r[2]) for r in rows]
+
+    async def namespace_stats(self, namespace_id: str, now: int) -> NamespaceStats:
+        """Counts over a namespace's live keys, in one indexed scan of its rows."""
+        row = (
+            self._reader()
+            .execute(
+                "SELECT count(*), coalesce(sum(length(value)), 0), count(expiration) "
+                "FROM entries WHERE namespace_id=? AND (expiration IS NULL OR expiration > ?)",
+                (namespace_id, now),
+            )
+            .fetchone()
+        )
+        return NamespaceStats(int(row[0]), int(row[1]), int(row[2]))
 
     async def purge_expired(self, now: int, batch: int) -> int:
         """Remove up to ``batch`` expired entries; return how many went."""
