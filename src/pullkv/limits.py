@@ -104,3 +104,13 @@ HOT_RENDERED_RESPONSES = 10_000
 HOT_RENDERED_BYTES = 64 * MIB
 # Seconds a closing TLS connection waits for the peer's close_notify before it is dropped.
 TLS_SHUTDOWN_TIMEOUT = 2.0
+
+# The access log (http/accesslog.py). A request target can be as long as the head limit
+# (64 KiB): a line shows this much of it.
+ACCESS_LOG_TARGET_CHARS = 2048
+# Lines buffered before they are written even within one loop turn.
+ACCESS_LOG_FLUSH_LINES = 1024
+# Rendered fields remembered (see AccessLog._fields) before the memo starts again, and the
+# longest field remembered.
+ACCESS_LOG_FIELD_MEMO = 4096
+ACCESS_LOG_FIELD_MEMO_LENGTH = 1024

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from pullkv.http.accesslog import AccessLogFormat
 from pullkv.http.server import HttpConfig, Server
 from pullkv.limits import DEFAULT_MAX_CONNECTIONS, DEFAULT_SEND_TIMEOUT
 from pullkv.node import Node, NodeConfig, NodeError, start_node
@@ -19,11 +20,16 @@ SHUTDOWN_TIMEOUT = 30.0
 
 def configure_logging(level: str = "info") -> None:
     """One line per event on stderr: time, level, logger, message."""
+    numeric = getattr(logging, level.upper(), logging.INFO)
     logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
+        level=numeric,
         format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
         stream=sys.stderr,
     )
+    if numeric > logging.DEBUG:
+        # httpx logs every request an edge makes upstream at info: the upstream's access log
+        # already has them, and here they would drown everything else.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _loop_name() -> str:
@@ -83,9 +89,12 @@ def run(
     tls: tuple[Path, Path] | None = None,
     send_timeout: float = DEFAULT_SEND_TIMEOUT,
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    access_log: AccessLogFormat = "text",
 ) -> None:
     """Blocking entry point: pick the event loop and serve."""
-    http = HttpConfig(send_timeout=send_timeout, max_connections=max_connections)
+    http = HttpConfig(
+        send_timeout=send_timeout, max_connections=max_connections, access_log=access_log
+    )
     main = serve_node(config, host, port, announce, tls=tls, http=http)
     if _loop_name() == "uvloop":
         import uvloop

@@ -13,6 +13,7 @@ from pullkv import errors
 from pullkv.auth import Authenticator
 from pullkv.backend import Backend
 from pullkv.http import internal, openapi
+from pullkv.http.accesslog import TOKEN_ID_KEY
 from pullkv.http.asgi import Receive, Request, Response, Scope, Send, envelope, error_response
 from pullkv.http.binding import BindingAPI, binding_error
 from pullkv.http.hot import HotReads
@@ -29,6 +30,7 @@ from pullkv.http.routes import (
     label,
 )
 from pullkv.metrics import Metrics
+from pullkv.nodeinfo import NodeFacts, describe
 from pullkv.service import KVService
 from pullkv.types import TokenRecord
 
@@ -83,6 +85,9 @@ class App:
         self._background = background or []
         self._on_shutdown = on_shutdown
         self._tasks: list[asyncio.Task[None]] = []
+        # Set by pullkv.node once the node knows its role; read by GET /client/v4/pullkv/info.
+        self.facts = NodeFacts("serve", time.time())
+        self.clock: Callable[[], float] = time.time
 
     def fast_response(
         self, method: bytes, raw_path: bytes, query: bytes, headers: list[tuple[bytes, bytes]]
@@ -91,6 +96,20 @@ class App:
         if self.hot is None:
             return None
         return self.hot.respond(method, raw_path, query, headers)
+
+    def fast_token_id(self) -> str | None:
+        """The id of the token behind the last answer of ``fast_response`` (access log)."""
+        return None if self.hot is None else self.hot.token_id
+
+    def count_error(self, status: int, code: int) -> None:
+        """Count an error the HTTP server answered itself (a malformed request, say)."""
+        self.metrics.errors.labels(str(status), str(code)).inc()
+
+    async def authenticate(self, request: Request) -> TokenRecord:
+        """The request's token, its id noted in the scope for the access log."""
+        token = await self.authenticator.authenticate(request.header("authorization"))
+        request.scope[TOKEN_ID_KEY] = token.id
+        return token
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -115,7 +134,7 @@ class App:
         try:
             if binding:
                 request.route = "binding"
-                token = await self.authenticator.authenticate(request.header("authorization"))
+                token = await self.authenticate(request)
                 return await self.binding.dispatch(request, token)
             return await self._route(request)
         except errors.KVError as exc:
@@ -137,11 +156,11 @@ class App:
     async def _route(self, request: Request) -> Response:
         path = request.raw_path
         if path.startswith(ACCOUNTS_PREFIX):
-            token = await self.authenticator.authenticate(request.header("authorization"))
+            token = await self.authenticate(request)
             return await self.rest.dispatch(request, token)
         if path.startswith(INTERNAL_PREFIX) and self.internal is not None:
             request.route = internal.route_name(path)
-            token = await self.authenticator.authenticate(request.header("authorization"))
+            token = await self.authenticate(request)
             return await internal.dispatch(self.internal, request, token)
         # The node's own endpoints are labelled before their method is checked.
         request.route = label(NODE_ROUTER, path, request.route)
@@ -164,9 +183,14 @@ class App:
             return Response(200, b"ready\n", b"text/plain")
         raise errors.upstream_unavailable("not ready: the upstream does not answer")
 
+    async def info(self, request: Request) -> Response:
+        """What this node is, for any valid token (``pullkv info``)."""
+        token = await self.authenticator.authenticate(request.header("authorization"))
+        return envelope(describe(self.facts, self.metrics, token, self.clock))
+
     async def metrics_text(self, request: Request) -> Response:
         """The Prometheus metrics of the whole node."""
-        token = await self.authenticator.authenticate(request.header("authorization"))
+        token = await self.authenticate(request)
         # Metrics describe every account's traffic, so not a token limited to some namespaces.
         if not (token.edge or (token.admin and token.namespaces is None)):
             raise errors.permission_denied(
@@ -197,7 +221,7 @@ NodeHandler = Callable[[App, Request], Awaitable[Response]]
 
 def _identity(answer: Callable[[TokenRecord], Response]) -> NodeHandler:
     async def handler(app: App, request: Request) -> Response:
-        return answer(await app.authenticator.authenticate(request.header("authorization")))
+        return answer(await app.authenticate(request))
 
     return handler
 
@@ -214,5 +238,6 @@ _NODE_HANDLERS: dict[str, NodeHandler] = handlers(
         "memberships": _identity(_memberships),
         "verify": _identity(_verify),
         "user": _identity(_user),
+        "info": App.info,
     },
 )

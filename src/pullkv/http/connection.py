@@ -11,6 +11,7 @@ import asyncio
 import enum
 import json
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,13 @@ from urllib.parse import unquote_to_bytes
 import httptools
 
 from pullkv import errors
+from pullkv.http.accesslog import (
+    TOKEN_ID_KEY,
+    AccessLog,
+    AccessLogFormat,
+    cache_status_in,
+    cache_status_of,
+)
 from pullkv.http.asgi import ASGIApp, Message
 from pullkv.http.framing import HeadInfo, allows_body, build_response, scan_headers, status_line
 from pullkv.limits import DEFAULT_MAX_CONNECTIONS, DEFAULT_SEND_TIMEOUT
@@ -27,6 +35,9 @@ from pullkv.limits import DEFAULT_MAX_CONNECTIONS, DEFAULT_SEND_TIMEOUT
 log = logging.getLogger("pullkv.http.server")
 
 FastResponder = Callable[[bytes, bytes, bytes, list[tuple[bytes, bytes]]], bytes | None]
+# For the access log: the id of the token behind the app's last fast response.
+FastTokenId = Callable[[], str | None]
+ErrorCounter = Callable[[int, int], None]
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
@@ -105,6 +116,8 @@ class HttpConfig:
     send_timeout: float = DEFAULT_SEND_TIMEOUT
     # Connections past this get an immediate 503 and are closed.
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    # One line per request on stderr (see accesslog), or none.
+    access_log: AccessLogFormat = "off"
 
 
 class ServerState:
@@ -112,20 +125,37 @@ class ServerState:
 
     __slots__ = (
         "accepted",
+        "access_log",
         "app",
         "config",
         "connections",
+        "count_error",
         "date_line",
         "fast",
+        "fast_token_id",
         "lifespan_state",
         "now",
     )
 
-    def __init__(self, app: ASGIApp, config: HttpConfig, now: float, date_line: bytes) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        config: HttpConfig,
+        now: float,
+        date_line: bytes,
+        access_log: AccessLog | None = None,
+    ) -> None:
         self.app = app
         self.config = config
         fast = getattr(app, "fast_response", None)
         self.fast: FastResponder | None = fast if callable(fast) else None
+        token_id = getattr(app, "fast_token_id", None)
+        self.fast_token_id: FastTokenId | None = token_id if callable(token_id) else None
+        # Requests refused by the server itself (malformed, too large, too many connections)
+        # are counted by the app's metrics too, when it has ``count_error(status, code)``.
+        count = getattr(app, "count_error", None)
+        self.count_error: ErrorCounter | None = count if callable(count) else None
+        self.access_log = access_log
         self.connections: set[HttpConnection] = set()
         # Connections counted against max_connections (refused ones linger uncounted).
         self.accepted = 0
@@ -161,6 +191,8 @@ class Cycle:
     """One request and its response: the ASGI ``receive``/``send`` pair."""
 
     __slots__ = (
+        "asgi_scope",
+        "begun",
         "body_complete",
         "body_done",
         "buffered",
@@ -180,6 +212,7 @@ class Cycle:
         "reason",
         "received",
         "remaining",
+        "sent",
         "started",
         "status",
         "task",
@@ -223,12 +256,15 @@ class Cycle:
         self.framing = _BODYLESS  # set when the head is rendered
         self.remaining = 0  # Framing.LENGTH: bytes of the body still to send
         self.task: asyncio.Task[None] | None = None
+        self.sent = 0  # body bytes written, for the access log
+        self.begun = 0.0  # perf_counter when the request was in, if the access log is on
+        self.asgi_scope: dict[str, Any] | None = None
 
     def scope(self) -> dict[str, Any]:
         """The ASGI http scope of this request."""
         conn = self.conn
         raw_path, query = _split_target(self.url)
-        return {
+        self.asgi_scope = scope = {
             "type": "http",
             "asgi": ASGI_VERSION,
             "http_version": self.http_version,
@@ -244,6 +280,7 @@ class Cycle:
             "state": conn.state.lifespan_state.copy(),
             "extensions": EXTENSIONS,
         }
+        return scope
 
     # Request body, fed by the connection.
 
@@ -340,6 +377,8 @@ class Cycle:
         head = b"" if self.head_sent else self._render_head(body, more)
         parts = self._frame(head, body, more)
         self.head_sent = True
+        if self.framing is not _BODYLESS:
+            self.sent += len(body)
         if len(parts) == 1:
             conn.write(parts[0])
         elif len(body) <= _SMALL_WRITE:
@@ -464,6 +503,7 @@ class HttpConnection(asyncio.Protocol):
         "_drain_waiters",
         "_eof",
         "_error",
+        "_error_status",
         "_header_bytes",
         "_header_raw",
         "_headers",
@@ -502,6 +542,7 @@ class HttpConnection(asyncio.Protocol):
         self._phase = _FRESH
         self._pipeline: deque[Cycle] = deque()  # requests received and not yet answered
         self._error: bytes | None = None  # a rejection waiting for earlier responses
+        self._error_status = 0
         self._advancing = False  # _advance is on the stack (it is not reentrant)
         # Besides the phase: graceful shutdown (finish what was received, then close) and
         # the client's end of the connection (half-closed: nothing more will arrive).
@@ -694,7 +735,7 @@ class HttpConnection(asyncio.Protocol):
             raise _StopParsing
         self._phase = _READING_HEAD
         self._began = True
-        self._url = b""
+        self._method = self._url = b""
         self._headers = []
         self._header_bytes = 0
         self._header_raw = 0
@@ -780,6 +821,8 @@ class HttpConnection(asyncio.Protocol):
         """Answer the request just parsed from the app's pre-rendered responses; False to
         go through ASGI."""
         # The hottest path of all: _ask_fast and _write_fast inlined.
+        state = self.state
+        begun = 0.0 if state.access_log is None else time.perf_counter()
         path, _, query = self._url.partition(b"?")
         try:
             response = fast(method, path, query, self._headers)
@@ -790,8 +833,10 @@ class HttpConnection(asyncio.Protocol):
             return False
         split = response.find(b"\r\n") + 2
         end = response.find(b"\r\n\r\n") + 4 if method == b"HEAD" else len(response)
+        if begun:
+            self._log_fast(method, self._url, response, end, begun)
         keep_alive = self._keep_alive
-        extra = self.state.date_line
+        extra = state.date_line
         if not keep_alive:
             extra += b"connection: close\r\n"
         elif self._parser.get_http_version() == "1.0":
@@ -838,6 +883,40 @@ class HttpConnection(asyncio.Protocol):
             self.write(b"".join((response[:split], extra, response[split:end])))
         return keep_alive
 
+    def _log_fast(self, method: bytes, url: bytes, response: bytes, end: int, begun: float) -> None:
+        """The access log line of a pre-rendered response (``end``: where what is sent
+        of it ends)."""
+        state = self.state
+        assert state.access_log is not None
+        head_end = response.find(b"\r\n\r\n") + 4
+        state.access_log.record(
+            self.client_address,
+            method,
+            url,
+            int(response[9:12]),
+            end - head_end,
+            time.perf_counter() - begun,
+            cache_status_in(response, head_end),
+            None if state.fast_token_id is None else state.fast_token_id(),
+        )
+
+    def _log_cycle(self, cycle: Cycle) -> None:
+        """The access log line of a response the ASGI app sent."""
+        access_log = self.state.access_log
+        assert access_log is not None
+        scope = cycle.asgi_scope
+        token_id = None if scope is None else scope.get(TOKEN_ID_KEY)
+        access_log.record(
+            self.client_address,
+            cycle.method,
+            cycle.url,
+            cycle.status,
+            cycle.sent,
+            time.perf_counter() - cycle.begun,
+            cache_status_of(cycle.out_headers),
+            token_id if isinstance(token_id, str) else None,
+        )
+
     def _start_cycle(self, complete: bool, hot: bool = False) -> Cycle:
         cycle = Cycle(
             self,
@@ -848,6 +927,8 @@ class HttpConnection(asyncio.Protocol):
             self._keep_alive,
         )
         cycle.hot = hot
+        if self.state.access_log is not None:
+            cycle.begun = time.perf_counter()
         if not complete:
             for name, value in self._headers:
                 if name == b"expect" and value.lower() == b"100-continue":
@@ -884,6 +965,11 @@ class HttpConnection(asyncio.Protocol):
                     if response is not None:
                         pipeline.popleft()
                         head.complete = True
+                        if head.begun:
+                            end = len(response)
+                            if head.method == b"HEAD":
+                                end = response.find(b"\r\n\r\n") + 4
+                            self._log_fast(head.method, head.url, response, end, head.begun)
                         http10 = head.http_version == "1.0"
                         if not self._write_fast(head.method, response, head.keep_alive, http10):
                             self._stop()
@@ -930,6 +1016,8 @@ class HttpConnection(asyncio.Protocol):
         pipeline = self._pipeline
         if pipeline and pipeline[0] is cycle:
             pipeline.popleft()
+        if cycle.begun:
+            self._log_cycle(cycle)
         cycle._wake()  # a receive() waiting past the body now returns http.disconnect
         if self._phase is _CLOSED:
             return
@@ -949,11 +1037,15 @@ class HttpConnection(asyncio.Protocol):
     def _reject(self, error: errors.KVError) -> None:
         """Answer a request that cannot be parsed or served, then close."""
         self._stop()
+        state = self.state
+        if state.count_error is not None:
+            state.count_error(error.status, error.code)
         if self._cycle is not None:
             # Part of a body was handed to an app already: there is no clean answer.
             self.close()
             return
-        self._error = error_response(error, self.state.date_line)
+        self._error = error_response(error, state.date_line)
+        self._error_status = error.status
         if not self._pipeline:
             self._finish_with_error()
 
@@ -961,6 +1053,19 @@ class HttpConnection(asyncio.Protocol):
         """Write the pending error response, then close gracefully (see _linger_close)."""
         error, self._error = self._error, None
         assert error is not None
+        access_log = self.state.access_log
+        if access_log is not None:
+            head_end = error.find(b"\r\n\r\n") + 4
+            access_log.record(
+                self.client_address,
+                self._method or b"-",
+                self._url or b"-",
+                self._error_status,
+                len(error) - head_end,
+                0.0,
+                None,
+                None,
+            )
         self.write(error)
         self._linger_close()
 

@@ -94,6 +94,8 @@ class HotReads:
         self._metrics = edge.metrics
         self._rendered: dict[_RenderedKey, _Rendered] = {}
         self._rendered_bytes = 0
+        # The token behind the last answer, for the access log.
+        self.token_id: str | None = None
 
     def respond(
         self, method: bytes, raw_path: bytes, query: bytes, headers: list[tuple[bytes, bytes]]
@@ -119,6 +121,7 @@ class HotReads:
             token = self.authenticator.peek(authorization)
             if token is None or token.id != target[0]:
                 return None
+            self.token_id = target[0]
             return self._answer(*target[1:])
         if namespace_header is not None:
             return self._binding(raw_path, query, authorization, namespace_header, request_key)
@@ -136,6 +139,7 @@ class HotReads:
         return self._resolved(request_key, token.id, ("rest", account_id, namespace_id, key, ttl))
 
     def _resolved(self, request_key: _RequestKey, token_id: str, target: _Target) -> bytes | None:
+        self.token_id = token_id
         response = self._answer(*target)
         if response is not None:
             if len(self._targets) >= HOT_TARGETS:

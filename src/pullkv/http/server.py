@@ -7,6 +7,10 @@ It runs any ASGI 3 app (http and lifespan scopes) and adds two things ASGI serve
   GET/HEAD requests synchronously from pre-rendered bytes (see ``build_response``), with no
   task, scope or message dicts; ``None`` sends the request through ASGI as usual.
 
+With ``HttpConfig.access_log`` on, every response gets an access log line (see ``accesslog``);
+the app names the token behind a request with ``fast_token_id()`` (after a fast response) and
+under the scope key ``TOKEN_ID_KEY`` (an ASGI request).
+
 Keep-alive, pipelining, 100-continue, request/response flow control (a connection whose
 client does not read its responses is not answered further, and is dropped after the send
 timeout), header limits, idle and header timeouts, a connection limit, TLS and graceful
@@ -22,13 +26,14 @@ import ssl as ssl_module
 import time
 from collections.abc import Callable
 
+from pullkv.http.accesslog import TOKEN_ID_KEY, AccessLog
 from pullkv.http.asgi import ASGIApp
 from pullkv.http.connection import HttpConfig, HttpConnection, ServerState
 from pullkv.http.framing import build_response, http_date
 from pullkv.http.lifespan import Lifespan, LifespanError
 from pullkv.limits import TLS_SHUTDOWN_TIMEOUT
 
-__all__ = ["HttpConfig", "LifespanError", "Server", "build_response", "serve"]
+__all__ = ["TOKEN_ID_KEY", "HttpConfig", "LifespanError", "Server", "build_response", "serve"]
 
 log = logging.getLogger("pullkv.http.server")
 
@@ -63,6 +68,7 @@ class Server:
         self._tick_timer: asyncio.TimerHandle | None = None
         self._draining = False
         self._stopped = False
+        self._access_log: AccessLog | None = None
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -81,7 +87,9 @@ class Server:
     ) -> None:
         """Run lifespan startup, then listen on ``host:port`` (IPv4 or IPv6)."""
         loop = asyncio.get_running_loop()
-        state = ServerState(self.app, self.config, loop.time(), b"")
+        style = self.config.access_log
+        self._access_log = None if style == "off" else AccessLog(style, loop)
+        state = ServerState(self.app, self.config, loop.time(), b"", self._access_log)
         self._state = state
         self._refresh_date()
         self._lifespan = Lifespan(self.app, state.lifespan_state)
@@ -172,6 +180,8 @@ class Server:
         if self._listener is not None:
             await self._listener.wait_closed()
         self._cancel_timers()
+        if self._access_log is not None:
+            self._access_log.flush()
         if self._lifespan is not None:
             await self._lifespan.shutdown()
 
