@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from pullkv.store.base import NamespaceOrder
+from pullkv.store.base import NamespaceOrder, NamespaceStats
 from pullkv.types import ListedKey, NamespaceRecord, SealedEntry, SealedWrite, TokenRecord
 
 
@@ -151,6 +151,9 @@ class Backend(TokenSource, KeySource, Protocol):
         self, account_id: str, namespace_id: str, prefix: str, after: str | None, limit: int
     ) -> list[ListedKey]:
         """Live keys with ``prefix`` strictly after ``after``, in UTF-8 byte order."""
+
+    async def namespace_stats(self, account_id: str, namespace_id: str) -> NamespaceStats:
+        """Counts over a namespace's live keys, from the authoritative store (never a cache)."""
 
     async def write(
         self, account_id: str, namespace_id: str, writes: Sequence[SealedWrite]

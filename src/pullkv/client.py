@@ -194,6 +194,9 @@ class _NamespaceCalls:
     def bulk_delete_call(self, keys: Sequence[str]) -> _Call[dict[str, Any]]:
         return _Call("POST", f"{self._base}/bulk/delete", _result, json_body=list(keys))
 
+    def stats_call(self) -> _Call[dict[str, Any]]:
+        return _Call("GET", f"{self._base}/pullkv/stats", _result)
+
 
 class _ClientCalls:
     """Descriptions of account-level operations."""
@@ -247,6 +250,10 @@ class _ClientCalls:
 
 def _accounts_call() -> _Call[list[dict[str, Any]]]:
     return _Call("GET", "/client/v4/accounts", _result)
+
+
+def _info_call() -> _Call[dict[str, Any]]:
+    return _Call("GET", "/client/v4/pullkv/info", _result)
 
 
 def _pick_account(accounts: list[dict[str, Any]]) -> str:
@@ -338,6 +345,11 @@ class Client:
     def account_id(self) -> str:
         """The account this client acts in."""
         return self.account.account_id
+
+    def info(self) -> dict[str, Any]:
+        """What the server is: version, role, this token's account id, location, upstream,
+        uptime and cache figures (pullkv's own ``GET /client/v4/pullkv/info``)."""
+        return self._run(_info_call())
 
     def list_namespaces(self) -> list[dict[str, Any]]:
         """Every namespace the token can see, following pages to the end."""
@@ -463,6 +475,10 @@ class Namespace:
         """Delete up to 10,000 keys."""
         return self._client._run(self._calls.bulk_delete_call(keys))
 
+    def stats(self) -> dict[str, Any]:
+        """Live keys, their stored (sealed) value bytes and how many expire (pullkv's own)."""
+        return self._client._run(self._calls.stats_call())
+
 
 class AsyncClient:
     """An asyncio client for one pullkv server and account."""
@@ -530,6 +546,10 @@ class AsyncClient:
         if self._calls is None:
             self._calls = _ClientCalls(_pick_account(await self._run(_accounts_call())))
         return self._calls
+
+    async def info(self) -> dict[str, Any]:
+        """What the server is (see ``Client.info``)."""
+        return await self._run(_info_call())
 
     async def list_namespaces(self) -> list[dict[str, Any]]:
         """Every namespace the token can see, following pages to the end."""
@@ -635,3 +655,7 @@ class AsyncNamespace:
     async def bulk_delete(self, keys: Sequence[str]) -> dict[str, Any]:
         """Delete up to 10,000 keys."""
         return await self._client._run(self._calls.bulk_delete_call(keys))
+
+    async def stats(self) -> dict[str, Any]:
+        """Live keys, their stored (sealed) value bytes and how many expire (pullkv's own)."""
+        return await self._client._run(self._calls.stats_call())

@@ -34,6 +34,7 @@ from pullkv.http.hot import HotReads
 from pullkv.keyring import KeyringHolder, ensure_keyring
 from pullkv.limits import DEFAULT_LIMITS, MIB, Limits
 from pullkv.metrics import Metrics
+from pullkv.nodeinfo import NodeFacts
 from pullkv.origin.local import LocalBackend
 from pullkv.service import KVService
 from pullkv.store import open_store, sqlite_path_for
@@ -291,6 +292,8 @@ async def start_node(config: NodeConfig, clock: Callable[[], float] = time.time)
         on_shutdown=close,
         hot=hot,
     )
+    app.facts = NodeFacts(config.role, clock(), cached=config.role == "serve")
+    app.clock = clock
     return Node(config.role, app, metrics, account_id, admin_source, master_source, None, front)
 
 
@@ -349,6 +352,8 @@ async def _start_edge(config: NodeConfig, metrics: Metrics, clock: Callable[[], 
         on_shutdown=edge.close,
         hot=HotReads(edge, keyring, authenticator, config.limits, cache_name),
     )
+    app.facts = NodeFacts("edge", clock(), settings.location, settings.upstream, cached=True)
+    app.clock = clock
     return Node("edge", app, metrics, None, None, master_source, settings.upstream, edge)
 
 

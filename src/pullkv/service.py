@@ -20,7 +20,7 @@ from pullkv.cursor import decode_cursor, encode_cursor
 from pullkv.keyring import KeyringHolder
 from pullkv.limits import Limits
 from pullkv.sealing import open_entry, open_metadata, seal_write
-from pullkv.store.base import NamespaceOrder
+from pullkv.store.base import NamespaceOrder, NamespaceStats
 from pullkv.types import (
     BulkResult,
     Entry,
@@ -108,21 +108,42 @@ class KVService:
         """Delete a namespace and all its keys."""
         await self.backend.delete_namespace(account_id, namespace_id)
 
+    async def namespace_stats(self, account_id: str, namespace_id: str) -> NamespaceStats:
+        """Counts over the namespace's live keys, from the authoritative store."""
+        return await self.backend.namespace_stats(account_id, namespace_id)
+
     # Reads.
     async def read(
-        self, account_id: str, namespace_id: str, key: str, cache_ttl: int | None = None
+        self,
+        account_id: str,
+        namespace_id: str,
+        key: str,
+        cache_ttl: int | None = None,
+        operation: str = "get",
     ) -> Read:
         """A live key, decrypted (or None), with cache details."""
         validate_key(key, self.limits)
-        lookup = await self.backend.read(account_id, namespace_id, key, cache_ttl)
+        try:
+            lookup = await self.backend.read(account_id, namespace_id, key, cache_ttl)
+        except errors.KVError as exc:
+            # Backends read through a batched fetch, whose 404 says "bulk get": a client asked
+            # for one key, and is told so.
+            if exc.code == errors.NAMESPACE_NOT_FOUND:
+                raise errors.namespace_not_found(operation) from None
+            raise
         entry = None if lookup.entry is None else await self.open(namespace_id, lookup.entry)
         return Read(entry, lookup.cache)
 
     async def get(
-        self, account_id: str, namespace_id: str, key: str, cache_ttl: int | None = None
+        self,
+        account_id: str,
+        namespace_id: str,
+        key: str,
+        cache_ttl: int | None = None,
+        operation: str = "get",
     ) -> Entry | None:
-        """A live key, decrypted, or None."""
-        return (await self.read(account_id, namespace_id, key, cache_ttl)).entry
+        """A live key, decrypted, or None; ``operation`` words a 404 for the namespace."""
+        return (await self.read(account_id, namespace_id, key, cache_ttl, operation)).entry
 
     async def get_many(
         self,

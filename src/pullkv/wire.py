@@ -24,7 +24,7 @@ from typing import Any
 
 from pullkv import errors
 from pullkv.backend import Fetched, WriteResult
-from pullkv.store.base import NamespaceOrder
+from pullkv.store.base import NamespaceOrder, NamespaceStats
 from pullkv.types import ListedKey, NamespaceRecord, SealedEntry, SealedWrite, TokenRecord
 from pullkv.validate import parse_json
 
@@ -475,6 +475,49 @@ class NamespaceDeleteRequest:
         """The message from JSON; 400 naming the field if malformed."""
         fields = _Fields(data, "NamespaceDeleteRequest")
         return cls(fields.text("account_id"), fields.text("namespace_id"))
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceStatsRequest:
+    """``namespaces/stats``: counts over one namespace's live keys."""
+
+    account_id: str
+    namespace_id: str
+
+    def to_wire(self) -> dict[str, Any]:
+        """The message as JSON."""
+        return {"account_id": self.account_id, "namespace_id": self.namespace_id}
+
+    @classmethod
+    def from_wire(cls, data: object) -> NamespaceStatsRequest:
+        """The message from JSON; 400 naming the field if malformed."""
+        fields = _Fields(data, "NamespaceStatsRequest")
+        return cls(fields.text("account_id"), fields.text("namespace_id"))
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceStatsResponse:
+    """Answer to ``namespaces/stats``."""
+
+    stats: NamespaceStats
+
+    def to_wire(self) -> dict[str, Any]:
+        """The message as JSON."""
+        return {
+            "keys": self.stats.keys,
+            "value_bytes": self.stats.value_bytes,
+            "expiring": self.stats.expiring,
+        }
+
+    @classmethod
+    def from_wire(cls, data: object) -> NamespaceStatsResponse:
+        """The message from JSON; 400 naming the field if malformed."""
+        fields = _Fields(data, "NamespaceStatsResponse")
+        return cls(
+            NamespaceStats(
+                fields.integer("keys"), fields.integer("value_bytes"), fields.integer("expiring")
+            )
+        )
 
 
 @dataclass(frozen=True, slots=True)

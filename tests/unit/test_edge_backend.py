@@ -29,7 +29,7 @@ from pullkv.edge.cache import ENTRY_OVERHEAD, CachePolicy, list_ttl
 from pullkv.limits import DEFAULT_LIMITS, EDGE_UNKNOWN_TOKENS, Limits
 from pullkv.metrics import Metrics
 from pullkv.origin.local import LocalBackend
-from pullkv.store.base import NamespaceOrder
+from pullkv.store.base import NamespaceOrder, NamespaceStats
 from pullkv.store.sqlite import SQLiteStore
 from pullkv.types import ListedKey, NamespaceRecord, SealedWrite, TokenRecord
 from tests.unit.helpers import FakeClock, raises_kv
@@ -166,6 +166,10 @@ class CountingUpstream:
     ) -> WriteResult:
         self._call("write")
         return await self.inner.write(account_id, namespace_id, writes)
+
+    async def namespace_stats(self, account_id: str, namespace_id: str) -> NamespaceStats:
+        """Forwarded uncounted."""
+        return await self.inner.namespace_stats(account_id, namespace_id)
 
     async def delete(self, account_id: str, namespace_id: str, keys: Sequence[str]) -> WriteResult:
         self._call("delete")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import sys
@@ -14,7 +15,7 @@ import click
 
 from pullkv import errors
 from pullkv.cli.context import Context, pass_context
-from pullkv.client import ValueWithMetadata
+from pullkv.client import Namespace, ValueWithMetadata
 from pullkv.limits import DEFAULT_LIMITS
 
 T = TypeVar("T")
@@ -93,7 +94,6 @@ def namespace_delete(ctx: Context, namespace_ref: str, yes: bool) -> None:
     ctx.emit({"deleted": namespace_ref}, lambda _: f"Deleted namespace {namespace_ref!r}")
 
 
-# Keys.
 namespace_option = click.option(
     "-n",
     "--namespace",
@@ -102,6 +102,64 @@ namespace_option = click.option(
     envvar="PULLKV_NAMESPACE",
     help="Namespace id or title (PULLKV_NAMESPACE).",
 )
+
+
+@namespace.command("stats")
+@namespace_option
+@pass_context
+def namespace_stats(ctx: Context, namespace_ref: str) -> None:
+    """Count a namespace's live keys, their stored bytes and how many expire.
+
+    Counted by the server in one query. Bytes are as stored: values are encrypted at rest,
+    so each counts its plaintext length plus a small sealing overhead.
+    """
+    with ctx.client() as client:
+        ns = _run(lambda: client.namespace(namespace_ref))
+        stats = _run(ns.stats)
+    ctx.emit(
+        stats,
+        lambda s: (
+            f"keys:             {s['keys']}\n"
+            f"value bytes:      {s['value_bytes']} (stored, encrypted)\n"
+            f"with expiration:  {s['expiring']}"
+        ),
+    )
+
+
+@click.command()
+@pass_context
+def info(ctx: Context) -> None:
+    """Show what the server is: version, role, your account id, cache figures."""
+    with ctx.client() as client:
+        found = _run(client.info)
+    found = {"url": ctx.url, **found}
+
+    def human(i: dict[str, Any]) -> str:
+        cache = i.get("cache")
+        lines = [
+            f"server:      {i['url']}",
+            f"version:     {i['version']}",
+            f"role:        {i['role']}",
+            f"account id:  {i['account_id']}",
+            f"location:    {i['location'] or '-'}",
+            f"upstream:    {i['upstream'] or '-'}",
+            f"uptime:      {i['uptime_seconds']} s",
+        ]
+        if cache is None:
+            lines.append("cache:       none (an origin reads its store directly)")
+        else:
+            ratio = cache["hit_ratio"]
+            shown = "-" if ratio is None else f"{ratio:.1%}"
+            lines.append(
+                f"cache:       {cache['entries']} entries, {cache['bytes']} bytes, "
+                f"hit ratio {shown} of {cache['reads']} reads"
+            )
+        return "\n".join(lines)
+
+    ctx.emit(found, human)
+
+
+# Keys.
 
 
 @click.group()
@@ -263,22 +321,56 @@ def bulk() -> None:
     """Bulk put, get and delete from JSON files (wrangler's formats)."""
 
 
+skip_option = click.option(
+    "--skip",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Leave out the first N entries of FILE (to resume after an interruption).",
+)
+
+
+def _interrupted(verb: str, done: int, total: int, file: Path, namespace_ref: str) -> None:
+    """Say how far an interrupted bulk command got and how to resume it; exit 130 (SIGINT).
+
+    ``done`` counts entries of finished requests only: one in flight may or may not have
+    been applied, and doing it again is harmless (a put or delete is idempotent).
+    """
+    command = "put" if verb == "written" else "delete -f"
+    click.echo(
+        f"\nInterrupted: {done} of {total} entries {verb}. Resume with:\n"
+        f"  pullkv bulk {command} {file} -n {namespace_ref} --skip {done}",
+        err=True,
+    )
+    sys.exit(130)
+
+
 @bulk.command("put")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @namespace_option
+@skip_option
 @pass_context
-def bulk_put(ctx: Context, file: Path, namespace_ref: str) -> None:
-    """Write every {key, value, ...} item in FILE, 1,000 per request."""
+def bulk_put(ctx: Context, file: Path, namespace_ref: str, skip: int) -> None:
+    """Write every {key, value, ...} item in FILE, 1,000 per request.
+
+    FILE is wrangler's bulk format, as `pullkv bulk export` writes it. Ctrl-C stops between
+    requests and prints the --skip that resumes.
+    """
     items = _put_items(_load_json_file(file), file)
     written, failed = 0, []
+    done = min(skip, len(items))
     with ctx.client() as client:
         ns = _run(lambda: client.namespace(namespace_ref))
-        with click.progressbar(length=len(items), label="Writing", file=sys.stderr) as bar:
-            for batch in _batches(items, BULK_BATCH):
-                result = _run(functools.partial(ns.bulk_put, batch))
-                written += result["successful_key_count"]
-                failed += result["unsuccessful_keys"]
-                bar.update(len(batch))
+        try:
+            with click.progressbar(length=len(items), label="Writing", file=sys.stderr) as bar:
+                bar.update(done)
+                for batch in _batches(items[done:], BULK_BATCH):
+                    result = _run(functools.partial(ns.bulk_put, batch))
+                    written += result["successful_key_count"]
+                    failed += result["unsuccessful_keys"]
+                    done += len(batch)
+                    bar.update(len(batch))
+        except KeyboardInterrupt:
+            _interrupted("written", done, len(items), file, namespace_ref)
     summary = {"successful_key_count": written, "unsuccessful_keys": failed}
     ctx.emit(
         summary,
@@ -320,21 +412,31 @@ def bulk_get(ctx: Context, file: Path, namespace_ref: str, with_metadata: bool) 
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @namespace_option
 @click.option("-f", "--force", is_flag=True, help="Do not ask for confirmation.")
+@skip_option
 @pass_context
-def bulk_delete(ctx: Context, file: Path, namespace_ref: str, force: bool) -> None:
-    """Delete every key named in FILE, 1,000 per request."""
+def bulk_delete(ctx: Context, file: Path, namespace_ref: str, force: bool, skip: int) -> None:
+    """Delete every key named in FILE, 1,000 per request.
+
+    Ctrl-C stops between requests and prints the --skip that resumes.
+    """
     names = _key_names(_load_json_file(file), file)
+    done = min(skip, len(names))
     if not force:
-        click.confirm(f"Delete {len(names)} keys?", abort=True)
+        click.confirm(f"Delete {len(names) - done} keys?", abort=True)
     deleted, failed = 0, []
     with ctx.client() as client:
         ns = _run(lambda: client.namespace(namespace_ref))
-        with click.progressbar(length=len(names), label="Deleting", file=sys.stderr) as bar:
-            for batch in _batches(names, BULK_BATCH):
-                result = _run(functools.partial(ns.bulk_delete, batch))
-                deleted += result["successful_key_count"]
-                failed += result["unsuccessful_keys"]
-                bar.update(len(batch))
+        try:
+            with click.progressbar(length=len(names), label="Deleting", file=sys.stderr) as bar:
+                bar.update(done)
+                for batch in _batches(names[done:], BULK_BATCH):
+                    result = _run(functools.partial(ns.bulk_delete, batch))
+                    deleted += result["successful_key_count"]
+                    failed += result["unsuccessful_keys"]
+                    done += len(batch)
+                    bar.update(len(batch))
+        except KeyboardInterrupt:
+            _interrupted("deleted", done, len(names), file, namespace_ref)
     summary = {"successful_key_count": deleted, "unsuccessful_keys": failed}
     ctx.emit(
         summary,
@@ -345,6 +447,92 @@ def bulk_delete(ctx: Context, file: Path, namespace_ref: str, force: bool) -> No
     )
     if failed:
         sys.exit(1)
+
+
+def _export_item(key: str, found: ValueWithMetadata, raw: bytes | None) -> dict[str, Any]:
+    """One entry in wrangler's bulk format; ``raw`` is the value's bytes when its text form
+    could not carry them (not UTF-8), then written base64."""
+    item: dict[str, Any] = {"key": key}
+    if raw is not None:
+        item["value"] = base64.b64encode(raw).decode("ascii")
+        item["base64"] = True
+    else:
+        item["value"] = found.value
+    if found.expiration is not None:
+        item["expiration"] = found.expiration
+    if found.metadata is not None:
+        item["metadata"] = found.metadata
+    return item
+
+
+def _export_page(ns: Namespace, keys: list[str]) -> Iterator[dict[str, Any]]:
+    """The entries of ``keys`` still there, read with one bulk get where it can be."""
+    try:
+        got: dict[str, Any] = ns.get_with_metadata(keys, "text")
+    except errors.APIError:
+        got = {k: None for k in keys}  # e.g. over the bulk get's response cap: one at a time
+        for name in keys:
+            single = _run(functools.partial(ns.get_with_metadata, name, "bytes"))
+            if single.value is not None:
+                got[name] = single
+    for name in keys:
+        found = got.get(name)
+        if found is None:
+            continue  # deleted since it was listed
+        raw: bytes | None = None
+        if isinstance(found.value, bytes):
+            raw = found.value
+        elif "\ufffd" in found.value:
+            # The text form replaced bytes that are not UTF-8: fetch them as they are.
+            raw = _run(functools.partial(ns.get, name, "bytes"))
+            if raw is None:
+                continue
+        if raw is not None:
+            try:
+                found = ValueWithMetadata(raw.decode("utf-8"), found.metadata, found.expiration)
+                raw = None
+            except UnicodeDecodeError:
+                pass
+        yield _export_item(name, found, raw)
+
+
+@bulk.command("export")
+@namespace_option
+@click.option("--prefix", default="", help="Only keys starting with this.")
+@pass_context
+def bulk_export(ctx: Context, namespace_ref: str, prefix: str) -> None:
+    """Write every key of a namespace to stdout as JSON, in wrangler's bulk format.
+
+    Streams a page at a time (list, then bulk get with metadata): values that are not UTF-8
+    are written base64 with "base64": true. `pullkv bulk put FILE` reads the file back.
+    The progress bar goes to stderr.
+    """
+    out = sys.stdout
+    with ctx.client() as client:
+        ns = _run(lambda: client.namespace(namespace_ref))
+        total = int(_run(ns.stats)["keys"]) if not prefix else None
+        count = 0
+        out.write("[")
+        # With a prefix the total is unknown until the end: the bar then counts to nothing.
+        bar_length = total if total is not None else 0
+        with click.progressbar(length=bar_length, label="Exporting", file=sys.stderr) as bar:
+            cursor: str | None = None
+            while True:
+                page = _run(functools.partial(ns.list, prefix=prefix or None, cursor=cursor))
+                names = [k["name"] for k in page.keys]
+                for start in range(0, len(names), DEFAULT_LIMITS.bulk_get_max_keys):
+                    chunk = names[start : start + DEFAULT_LIMITS.bulk_get_max_keys]
+                    for item in _export_page(ns, chunk):
+                        out.write(("\n" if count == 0 else ",\n") + json.dumps(item))
+                        count += 1
+                if total is not None:
+                    bar.update(len(names))
+                cursor = page.cursor
+                if page.list_complete or not cursor:
+                    break
+        out.write("\n]\n" if count else "]\n")
+        out.flush()
+    click.echo(f"Exported {count} keys", err=True)
 
 
 # Tokens.

@@ -8,7 +8,7 @@ from typing import Any
 import click
 import httpx
 
-from pullkv.cli.client_commands import bulk, key, namespace
+from pullkv.cli.client_commands import bulk, info, key, namespace
 from pullkv.cli.client_commands import token as token_group  # ``token`` is main's option
 from pullkv.cli.context import Context
 from pullkv.cli.keyring import keyring
@@ -78,6 +78,7 @@ for _command in (
     namespace,
     key,
     bulk,
+    info,
     token_group,
     keyring,
     serve,

@@ -52,7 +52,7 @@ from pullkv.edge.cache import (
 from pullkv.edge.namespaces import NamespaceLookups
 from pullkv.edge.tokens import TokenRecords
 from pullkv.metrics import Metrics
-from pullkv.store.base import NamespaceOrder
+from pullkv.store.base import NamespaceOrder, NamespaceStats
 from pullkv.types import ListedKey, NamespaceRecord, SealedEntry, SealedWrite, TokenRecord
 
 log = logging.getLogger("pullkv.edge")
@@ -401,6 +401,12 @@ class EdgeBackend:
         new_slot = ListSlot(rows, now, generation)
         self.cache.put(cache_key, new_slot, new_slot.size())
         return rows
+
+    async def namespace_stats(self, account_id: str, namespace_id: str) -> NamespaceStats:
+        """Forwarded to the upstream: counts are the store's, not this cache's."""
+        return await self._upstream_call(
+            "namespaces", self.upstream.namespace_stats(account_id, namespace_id)
+        )
 
     # Writes.
     async def write(

@@ -17,7 +17,7 @@ import httpx
 
 from pullkv import errors, wire
 from pullkv.backend import Fetched, Lookup, WriteResult
-from pullkv.store.base import NamespaceOrder
+from pullkv.store.base import NamespaceOrder, NamespaceStats
 from pullkv.types import ListedKey, NamespaceRecord, SealedWrite, TokenRecord
 from pullkv.validate import parse_json
 
@@ -180,6 +180,14 @@ class UpstreamBackend:
         message = wire.ListRequest(account_id, namespace_id, prefix, after, limit)
         body = await self._post("list", message.to_wire())
         return list(self._answer("list", lambda: wire.ListResponse.from_wire(body)).keys)
+
+    async def namespace_stats(self, account_id: str, namespace_id: str) -> NamespaceStats:
+        """Forward a namespace's counts."""
+        message = wire.NamespaceStatsRequest(account_id, namespace_id)
+        body = await self._post("namespaces/stats", message.to_wire())
+        return self._json_answer(
+            "namespaces/stats", body, wire.NamespaceStatsResponse.from_wire
+        ).stats
 
     async def write(
         self, account_id: str, namespace_id: str, writes: Sequence[SealedWrite]

@@ -127,6 +127,14 @@ async def _namespaces_delete(backend: Backend, request: Request, token: TokenRec
     return _json({})
 
 
+async def _namespaces_stats(backend: Backend, request: Request, token: TokenRecord) -> Response:
+    message = wire.NamespaceStatsRequest.from_wire(await _message(request))
+    stats = await backend.namespace_stats(
+        authorize_internal(token, message.account_id), message.namespace_id
+    )
+    return _json(wire.NamespaceStatsResponse(stats).to_wire())
+
+
 async def _token_get(backend: Backend, request: Request, token: TokenRecord) -> Response:
     message = wire.TokenGetRequest.from_wire(await _message(request))
     record = await backend.get_token(message.token_id)
@@ -176,6 +184,7 @@ OPERATIONS: dict[str, Operation] = {
     "namespaces/create": _namespaces_create,
     "namespaces/rename": _namespaces_rename,
     "namespaces/delete": _namespaces_delete,
+    "namespaces/stats": _namespaces_stats,
     "tokens/get": _token_get,
     "tokens/add": _token_add,
     "tokens/list": _token_list,

@@ -195,6 +195,15 @@ class RestAPI:
         )
         return envelope(namespace.to_api())
 
+    async def namespace_stats(self, call: Call) -> Response:
+        """GET namespaces/{id}/pullkv/stats (pullkv's own): live keys, their stored value
+        bytes (sealed, so a little more than the plaintext) and how many expire."""
+        authorize(call.token, call.account_id, namespace_id=call.namespace_id)
+        stats = await self.service.namespace_stats(call.account_id, call.namespace_id)
+        return envelope(
+            {"keys": stats.keys, "value_bytes": stats.value_bytes, "expiring": stats.expiring}
+        )
+
     async def rename_namespace(self, call: Call) -> Response:
         """PUT namespaces/{id}: {"title"}."""
         authorize(call.token, call.account_id, write=True, account_wide=True)
@@ -230,7 +239,9 @@ class RestAPI:
     async def get_metadata(self, call: Call) -> Response:
         """GET metadata/{key}: the key's metadata as JSON (null when it has none)."""
         authorize(call.token, call.account_id, namespace_id=call.namespace_id)
-        entry = await self.service.get(call.account_id, call.namespace_id, call.key)
+        entry = await self.service.get(
+            call.account_id, call.namespace_id, call.key, operation="metadata"
+        )
         if entry is None:
             raise errors.key_not_found("metadata")
         return envelope(json.loads(entry.metadata_json) if entry.metadata_json else None)

@@ -94,6 +94,8 @@ REST: tuple[Route, ...] = (
     _rest("GET", _NAMESPACES, "list_namespaces", trailing_slash=True),
     _rest("POST", _NAMESPACES, "create_namespace", trailing_slash=True),
     _rest("GET", _NAMESPACE, "get_namespace"),
+    # pullkv's own (not a Cloudflare route): counts over the namespace's live keys.
+    _rest("GET", _NAMESPACE + "/pullkv/stats", "namespace_stats"),
     _rest("PUT", _NAMESPACE, "rename_namespace"),
     _rest("DELETE", _NAMESPACE, "delete_namespace"),
     _rest("GET", _NAMESPACE + "/values/{key*}", "get_value"),
@@ -128,6 +130,7 @@ INTERNAL_OPERATIONS = (
     "namespaces/create",
     "namespaces/rename",
     "namespaces/delete",
+    "namespaces/stats",
     "tokens/get",
     "tokens/add",
     "tokens/list",
@@ -157,6 +160,8 @@ NODE: tuple[Route, ...] = (
     _identity("/client/v4/memberships", "memberships"),
     _identity("/client/v4/user/tokens/verify", "verify"),
     _identity("/client/v4/user", "user"),
+    # pullkv's own: what this node is (pullkv.nodeinfo); a path Cloudflare does not use.
+    Route("node", ("GET",), "/client/v4/pullkv/info", "info", "info", only_these_methods=True),
 )
 
 TABLE: tuple[Route, ...] = (*REST, *BINDING, *INTERNAL, *NODE)
