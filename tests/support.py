@@ -13,6 +13,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 import httpx
 
@@ -55,7 +56,7 @@ class NodeProcess:
     def command(self) -> list[str]:
         raise NotImplementedError
 
-    def start(self, timeout: float = 20.0, verify: bool | str = True) -> NodeProcess:
+    def start(self, timeout: float = 20.0, verify: bool | str = True) -> Self:
         """Start the process and wait until it answers /healthz."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.log_dir / f"{self.name}-{self.port}.log"
@@ -112,9 +113,15 @@ class NodeProcess:
 class ServerProcess(NodeProcess):
     """A ``pullkv serve`` (or ``pullkv origin``) process with its data folder."""
 
-    def __init__(self, data_dir: Path, **kwargs: object) -> None:
-        role = str(kwargs.pop("role", "serve"))
-        super().__init__(log_dir=data_dir.parent, **kwargs)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        role: str = "serve",
+        args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(log_dir=data_dir.parent, args=args or [], env=env or {})
         self.data_dir = data_dir
         self.role = role
         self.name = f"{role}-{data_dir.name}"
@@ -141,10 +148,6 @@ class ServerProcess(NodeProcess):
             *self.args,
         ]
 
-    def start(self, timeout: float = 20.0, verify: bool | str = True) -> ServerProcess:
-        super().start(timeout, verify)
-        return self
-
     def headers(self, token: str | None = None) -> dict[str, str]:
         return {"Authorization": f"Bearer {token or self.admin_token}"}
 
@@ -153,11 +156,17 @@ class EdgeProcess(NodeProcess):
     """A ``pullkv edge`` process pulling from ``upstream`` with the origin's keys."""
 
     def __init__(
-        self, log_dir: Path, upstream: str, token: str, master_key: str, **kwargs: object
+        self,
+        log_dir: Path,
+        upstream: str,
+        token: str,
+        master_key: str,
+        *,
+        args: list[str] | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
-        env = dict(kwargs.pop("env", {}))  # type: ignore[call-overload]
-        env.update({"PULLKV_UPSTREAM_TOKEN": token, "PULLKV_MASTER_KEY": master_key})
-        super().__init__(log_dir=log_dir, env=env, **kwargs)  # type: ignore[arg-type]
+        env = {**(env or {}), "PULLKV_UPSTREAM_TOKEN": token, "PULLKV_MASTER_KEY": master_key}
+        super().__init__(log_dir=log_dir, args=args or [], env=env)
         self.upstream = upstream
         self.name = "edge"
 
@@ -178,10 +187,11 @@ KILL_WRITERS = 32
 
 
 async def write_until_killed(
-    proc: ServerProcess, namespace_id: str, seconds: float
+    proc: ServerProcess, namespace_id: str, seconds: float, enough: int | None = None
 ) -> dict[str, bytes]:
-    """Unique keys from many concurrent writers; kill -9 the server halfway through;
-    return every write that was acknowledged before it died."""
+    """Unique keys from many concurrent writers; kill -9 the server halfway through (or
+    as soon as ``enough`` writes are acknowledged, writes still in flight); return every
+    write that was acknowledged before it died."""
     acked: dict[str, bytes] = {}
     deadline = time.monotonic() + seconds
 
@@ -205,7 +215,11 @@ async def write_until_killed(
         timeout=10,
     ) as client:
         tasks = [asyncio.create_task(writer(client, n)) for n in range(KILL_WRITERS)]
-        await asyncio.sleep(seconds / 2)
+        # A count rather than a time alone: a server measured by coverage writes at about
+        # half speed, so a fixed time would leave a slow machine with too few writes.
+        halfway = time.monotonic() + seconds / 2
+        while time.monotonic() < halfway and (enough is None or len(acked) < enough):
+            await asyncio.sleep(0.01)
         proc.kill9()
         await asyncio.gather(*tasks)
     return acked

@@ -14,13 +14,14 @@ import json
 import math
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import cloudflare
 import httpx
 import pytest
 from cloudflare import AsyncCloudflare, Cloudflare
+from cloudflare.types.kv.namespace_bulk_update_params import Body
 
 from tests.support import ServerProcess
 
@@ -160,9 +161,11 @@ def test_namespace_list_single_page(cf: Cloudflare, server: ServerProcess, wire:
     assert page.result_info is not None
     assert page.result_info.page == 1
     assert page.result_info.per_page == 5
-    assert page.result_info.count == 5
-    total = page.result_info.total_count
-    assert total is not None and total >= 7
+    # The SDK's model declares only page and per_page; the other fields arrive as extras.
+    extra = page.result_info.model_extra or {}
+    assert extra["count"] == 5
+    total = extra["total_count"]
+    assert isinstance(total, int) and total >= 7
 
     # The last page holds the remainder; the one after it is empty.
     last = math.ceil(total / 5)
@@ -411,7 +414,7 @@ def test_keys_list_prefix_limit_and_cursor_pages(
     odd = ["k/Z", "k/a", "k/é", "k/ﬁ", "k/😀"]
     names = [f"k/item-{i:02d}" for i in range(20)] + odd
     expires_at = int(time.time()) + 3600
-    body: list[dict[str, Any]] = [{"key": name, "value": name} for name in names]
+    body: list[Body] = [{"key": name, "value": name} for name in names]
     body[3]["metadata"] = {"n": 3}
     body[4]["expiration"] = expires_at
     body.append({"key": "other", "value": "outside the prefix"})
@@ -716,7 +719,7 @@ def test_missing_key_is_404_10009(
 def test_unknown_namespace_is_404_10013(cf: Cloudflare, server: ServerProcess, wire: Wire) -> None:
     account = server.account_id
     unknown = uuid.uuid4().hex
-    calls = {
+    calls: dict[str, Callable[[], object]] = {
         "namespaces.get": lambda: cf.kv.namespaces.get(unknown, account_id=account),
         "namespaces.update": lambda: cf.kv.namespaces.update(
             unknown, account_id=account, title="t"
@@ -825,7 +828,7 @@ def test_jurisdiction_is_kept_and_checked(cf: Cloudflare, server: ServerProcess)
         cf.kv.namespaces.create(
             account_id=server.account_id,
             title=f"mars-{uuid.uuid4().hex[:8]}",
-            jurisdiction="mars",  # type: ignore[arg-type]
+            jurisdiction="mars",  # type: ignore[arg-type]  # refused: that is the test
         )
     cf.kv.namespaces.delete(created.id, account_id=server.account_id)
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -35,11 +36,11 @@ class Case:
     status: int
     message: str
     code: int | None = None
-    params: dict[str, str] = field(default_factory=dict)
-    content: Any = None
-    json_body: Any = None
+    params: dict[str, str | list[str]] = field(default_factory=dict)
+    # A callable gives a fresh stream for each run (a generator is spent after one request).
+    content: bytes | Callable[[], Iterator[bytes]] | None = None
+    json_body: Any = None  # any JSON value, valid for the route or not
     headers: dict[str, str] = field(default_factory=dict)
-    files: Any = None
 
 
 def _chunks(total: int) -> Iterator[bytes]:
@@ -227,7 +228,7 @@ CASES = [
         "given more than once",
         params={"expiration": ["1", "2"]},
         content=b"v",
-    ),  # type: ignore[dict-item]
+    ),
     Case(
         "cache-ttl-under-floor",
         "GET",
@@ -556,7 +557,7 @@ def test_half_bad_bulk_writes_nothing(
     assert keys == []
 
 
-def test_expiration_floor_applies(tmp_path: Any) -> None:
+def test_expiration_floor_applies(tmp_path: Path) -> None:
     """With the default 60 s floor, short TTLs and near expirations are refused."""
     proc = ServerProcess(tmp_path / "data").start()
     try:

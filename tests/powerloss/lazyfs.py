@@ -55,7 +55,7 @@ import stat
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +94,7 @@ class Node:
         self.target = target
 
 
-class LazyFS(Operations):
+class LazyFS(Operations):  # type: ignore[misc]  # fusepy is untyped: Operations is Any
     """The file system: live state in a work folder, durable state in ROOT (see the module)."""
 
     use_ns = True
@@ -385,7 +385,7 @@ class LazyFS(Operations):
         if self.on_init is not None:
             self.on_init()
 
-    on_init: Any = None
+    on_init: Callable[[], object] | None = None
 
     def destroy(self, path: str) -> None:
         """Unmounted: a clean shutdown makes everything durable; after a crash, nothing to do."""

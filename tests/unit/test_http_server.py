@@ -14,19 +14,22 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 from urllib.parse import parse_qs
 
 import httpx
 import pytest
 import uvloop
 
-from pullkv.http.asgi import Message, Receive, Scope, Send
+from pullkv.http.asgi import ASGIApp, Message, Receive, Scope, Send
 from pullkv.http.framing import sanitise_reason, status_line
 from pullkv.http.server import HttpConfig, Server, build_response
+
+T = TypeVar("T")
+Query = dict[str, str]  # the first value of each query parameter
 
 MIB = 1024 * 1024
 FAST_BODY = b"fast!"
@@ -80,21 +83,21 @@ class SampleApp:
         else:
             await handler(scope, receive, send, query)
 
-    async def route_hello(self, scope: Scope, receive: Receive, send: Send, q: Any) -> None:
+    async def route_hello(self, scope: Scope, receive: Receive, send: Send, q: Query) -> None:
         await respond(send, 200, b"hello", [(b"content-type", b"text/plain")])
 
-    async def route_fast(self, scope: Scope, receive: Receive, send: Send, q: Any) -> None:
+    async def route_fast(self, scope: Scope, receive: Receive, send: Send, q: Query) -> None:
         await respond(send, 200, FAST_BODY, [(b"x-via", b"asgi")])
 
-    async def route_echo(self, scope: Scope, receive: Receive, send: Send, q: Any) -> None:
+    async def route_echo(self, scope: Scope, receive: Receive, send: Send, q: Query) -> None:
         body = await read_body(receive)
         headers = [(b"x-method", scope["method"].encode()), (b"x-scheme", scope["scheme"].encode())]
         await respond(send, 200, body, headers)
 
-    async def route_client(self, scope: Scope, receive: Receive, send: Send, q: Any) -> None:
+    async def route_client(self, scope: Scope, receive: Receive, send: Send, q: Query) -> None:
         await respond(send, 200, str(scope["client"][1]).encode())
 
-    async def route_count(self, scope: Scope, receive: Receive, send: Send, q: Any) -> None:
+    async def route_count(self, scope: Scope, receive: Receive, send: Send, q: Query) -> None:
         digest = hashlib.sha256()
         total = 0
         while True:
@@ -109,7 +112,7 @@ class SampleApp:
                 break
         await respond(send, 200, f"{total} {digest.hexdigest()}".encode())
 
-    async def route_big(self, scope: Scope, receive: Receive, send: Send, q: Any) -> None:
+    async def route_big(self, scope: Scope, receive: Receive, send: Send, q: Query) -> None:
         size = int(q.get("mib", "30"))
         await send({"type": "http.response.start", "status": 200, "headers": []})
         chunk = b"x" * MIB
@@ -117,24 +120,24 @@ class SampleApp:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
 
-    async def route_stream(self, scope: Scope, receive: Receive, send: Send, q: Any) -> None:
+    async def route_stream(self, scope: Scope, receive: Receive, send: Send, q: Query) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         for part in (b"one,", b"two,", b"three"):
             await send({"type": "http.response.body", "body": part, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    async def route_slow(self, scope: Scope, receive: Receive, send: Send, q: Any) -> None:
+    async def route_slow(self, scope: Scope, receive: Receive, send: Send, q: Query) -> None:
         self.entered.set()
         await asyncio.sleep(float(q.get("seconds", "0.3")))
         await respond(send, 200, b"slow")
 
-    async def route_reason(self, scope: Scope, receive: Receive, send: Send, q: Any) -> None:
+    async def route_reason(self, scope: Scope, receive: Receive, send: Send, q: Query) -> None:
         reason = q.get("text", "Namespace \u2018caf\u00e9\u2019 not found\r\nInjected: yes")
         await send({"type": "http.response.start", "status": 404, "reason": reason, "headers": []})
         await send({"type": "http.response.body", "body": b"{}"})
 
     async def route_wait_disconnect(
-        self, scope: Scope, receive: Receive, send: Send, q: Any
+        self, scope: Scope, receive: Receive, send: Send, q: Query
     ) -> None:
         self.entered.set()
         while True:
@@ -143,18 +146,18 @@ class SampleApp:
                 self.disconnected.set()
                 return
 
-    async def route_boom(self, scope: Scope, receive: Receive, send: Send, q: Any) -> None:
+    async def route_boom(self, scope: Scope, receive: Receive, send: Send, q: Query) -> None:
         raise RuntimeError("boom")
 
-    async def route_big_once(self, scope: Scope, receive: Receive, send: Send, q: Any) -> None:
+    async def route_big_once(self, scope: Scope, receive: Receive, send: Send, q: Query) -> None:
         # The whole body in one message, as pullkv's Response sends it.
         await respond(send, 200, BIG_BODY)
 
-    async def route_header(self, scope: Scope, receive: Receive, send: Send, q: Any) -> None:
+    async def route_header(self, scope: Scope, receive: Receive, send: Send, q: Query) -> None:
         values = [value for name, value in scope["headers"] if name == b"x-meta"]
         await respond(send, 200, b"|".join(values))
 
-    async def route_short(self, scope: Scope, receive: Receive, send: Send, q: Any) -> None:
+    async def route_short(self, scope: Scope, receive: Receive, send: Send, q: Query) -> None:
         await respond(send, 200, b"abc", [(b"content-length", b"10")])
 
 
@@ -180,7 +183,7 @@ class ServerThread:
 
     def __init__(
         self,
-        app: Any,
+        app: ASGIApp,
         *,
         config: HttpConfig | None = None,
         tls: ssl.SSLContext | None = None,
@@ -790,11 +793,11 @@ def test_tls(tmp_path: Path) -> None:
 # Output flow control, the send timeout and the connection limit.
 
 
-def _on_loop(server: ServerThread, fn: Any) -> Any:
+def _on_loop(server: ServerThread, fn: Callable[[], T]) -> T:
     """Run ``fn()`` on the server's loop and return its result."""
     assert server.loop is not None
     done = threading.Event()
-    result: list[Any] = []
+    result: list[T] = []
 
     def call() -> None:
         result.append(fn())
@@ -809,12 +812,12 @@ def _unsent(server: ServerThread) -> int:
     """Bytes every connection of the server holds unsent."""
     state = server.server._state
     assert state is not None
-    return int(
-        _on_loop(
-            server,
-            lambda: sum(c._transport.get_write_buffer_size() for c in state.connections),  # type: ignore[union-attr]
-        )
-    )
+
+    def unsent() -> int:
+        transports = [c._transport for c in state.connections]
+        return sum(t.get_write_buffer_size() for t in transports if t is not None)
+
+    return _on_loop(server, unsent)
 
 
 def _slow_reader(port: int) -> Raw:

@@ -65,17 +65,31 @@ async def fill(store: Store, entries: int = 700) -> None:
     await store.delete(NS[1], ["bulk-00000"])  # the last version handed out is a delete's
 
 
-def token(token_id: str, account: str = ACCOUNT, **changes: object) -> TokenRecord:
-    fields: dict[str, object] = {
-        "id": token_id,
-        "account_id": account,
-        "name": f"name-{token_id}",
-        "salt": b"\x00salt" + token_id.encode(),
-        "secret_hash": b"\xffhash" + token_id.encode(),
-        "created_at": 100,
-    }
-    fields.update(changes)
-    return TokenRecord(**fields)  # type: ignore[arg-type]
+def token(
+    token_id: str,
+    account: str = ACCOUNT,
+    *,
+    name: str | None = None,
+    namespaces: tuple[str, ...] | None = None,
+    read_only: bool = False,
+    admin: bool = False,
+    edge: bool = False,
+    created_at: int = 100,
+    revoked_at: int | None = None,
+) -> TokenRecord:
+    return TokenRecord(
+        id=token_id,
+        account_id=account,
+        name=f"name-{token_id}" if name is None else name,
+        salt=b"\x00salt" + token_id.encode(),
+        secret_hash=b"\xffhash" + token_id.encode(),
+        namespaces=namespaces,
+        read_only=read_only,
+        admin=admin,
+        edge=edge,
+        created_at=created_at,
+        revoked_at=revoked_at,
+    )
 
 
 async def everything(store: Store) -> dict[str, object]:

@@ -5,10 +5,12 @@ reconnecting, and clear errors when the database cannot be used."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
 
 import psycopg
 import pytest
+from psycopg.rows import TupleRow
 
 from pullkv import errors
 from pullkv.store.pg_schema import LATEST, MIGRATIONS
@@ -80,7 +82,7 @@ async def test_one_commit_per_group_and_failures_spoil_nothing(
         await asyncio.sleep(0.2)  # the writer is now blocked on the clock with that group
         jobs = [asyncio.ensure_future(store.put(ns, [w(f"k{i:02}")])) for i in range(20)]
         jobs.insert(5, asyncio.ensure_future(store.put("f" * 32, [w("lost")])))
-        bad = SealedWrite("bad", None, None, None)  # type: ignore[arg-type]
+        bad = SealedWrite("bad", None, None, None)  # type: ignore[arg-type]  # fails in the engine
         jobs.insert(15, asyncio.ensure_future(store.put(ns, [w("half"), bad])))
         await asyncio.sleep(0.1)
     await first
@@ -214,7 +216,7 @@ async def test_writer_and_readers_reconnect_after_losing_their_connections(
     writer_conn = store._writer._conn
     assert writer_conn is not None
     (reader_row,) = await store._rows("SELECT pg_backend_pid()")
-    pids = [writer_conn.info.backend_pid, int(reader_row[0])]  # type: ignore[call-overload]
+    pids = [writer_conn.info.backend_pid, int(reader_row[0])]
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as admin:
         await admin.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) pid", (pids,))
     # Nothing was committed when the writer found its connection dead, so it ran the group
@@ -235,7 +237,7 @@ async def test_writer_sessions_are_durable(store: PostgresStore) -> None:
         return row[0]
 
     await store.put(ns, [w("k")])
-    assert await store._writer.submit(job) == "on"  # type: ignore[arg-type]
+    assert await store._writer.submit(job) == "on"
 
 
 async def test_conflicting_writes_in_one_group_each_get_their_answer(
@@ -278,12 +280,12 @@ async def test_concurrent_point_reads_share_queries(store: PostgresStore) -> Non
     queries = 0
     rows = store._point_reads._rows
 
-    async def counting(query: str, params: object) -> object:
+    async def counting(query: str, params: Sequence[Any]) -> list[TupleRow]:
         nonlocal queries
         queries += 1
-        return await rows(query, params)  # type: ignore[arg-type]
+        return await rows(query, params)
 
-    store._point_reads._rows = counting  # type: ignore[assignment]
+    store._point_reads._rows = counting
     asks = [(ns, f"k{i}") for i in range(60) for ns in (a, b)] + [(a, "expired"), (a, "é")]
     found = await asyncio.gather(*(store.get(ns, key, 200) for ns, key in asks))
     assert queries < len(asks) / 4
@@ -301,11 +303,11 @@ async def test_concurrent_point_reads_share_queries(store: PostgresStore) -> Non
 async def test_a_failed_shared_read_fails_every_reader_in_it() -> None:
     from pullkv.store.postgres import _PointReads
 
-    async def broken(query: str, params: object) -> list[object]:
+    async def broken(query: str, params: Sequence[Any]) -> list[TupleRow]:
         await asyncio.sleep(0.01)
         raise errors.store_unavailable("database read failed (test)")
 
-    reads = _PointReads(broken)  # type: ignore[arg-type]
+    reads = _PointReads(broken)
     results = await asyncio.gather(
         *(reads.get("a" * 32, b"k%d" % i, 0) for i in range(50)), return_exceptions=True
     )

@@ -588,17 +588,31 @@ async def test_reseal_only_if_unchanged(store: Store) -> None:
 
 
 # Tokens.
-def token(token_id: str, account: str = ACCOUNT, **changes: object) -> TokenRecord:
-    fields: dict[str, object] = {
-        "id": token_id,
-        "account_id": account,
-        "name": f"name-{token_id}",
-        "salt": b"\x00salt" + token_id.encode(),
-        "secret_hash": b"\xffhash" + token_id.encode(),
-        "created_at": 100,
-    }
-    fields.update(changes)
-    return TokenRecord(**fields)  # type: ignore[arg-type]
+def token(
+    token_id: str,
+    account: str = ACCOUNT,
+    *,
+    name: str | None = None,
+    namespaces: tuple[str, ...] | None = None,
+    read_only: bool = False,
+    admin: bool = False,
+    edge: bool = False,
+    created_at: int = 100,
+    revoked_at: int | None = None,
+) -> TokenRecord:
+    return TokenRecord(
+        id=token_id,
+        account_id=account,
+        name=f"name-{token_id}" if name is None else name,
+        salt=b"\x00salt" + token_id.encode(),
+        secret_hash=b"\xffhash" + token_id.encode(),
+        namespaces=namespaces,
+        read_only=read_only,
+        admin=admin,
+        edge=edge,
+        created_at=created_at,
+        revoked_at=revoked_at,
+    )
 
 
 async def test_tokens(store: Store) -> None:
@@ -666,6 +680,7 @@ async def test_bulk_put_is_all_or_nothing(store: Store) -> None:
     ns = await make_ns(store)
     await store.put(ns, [w("key-00000", b"before")])
     writes = [w(f"key-{i:05}", b"x") for i in range(10_000)]
+    # No value: the engine fails on the last row, after writing the others.
     writes[9_999] = SealedWrite("key-09999", None, None, None)  # type: ignore[arg-type]
     with pytest.raises(Exception):  # noqa: B017 - any engine error: the point is what remains
         await store.put(ns, writes)
@@ -843,7 +858,7 @@ async def test_sqlite_failing_job_does_not_spoil_its_group(sqlite_store: SQLiteS
         before = sqlite_store.commits
         jobs = [asyncio.ensure_future(sqlite_store.put(ns, [w(f"k{i:02}")])) for i in range(20)]
         jobs.insert(5, asyncio.ensure_future(sqlite_store.put(new_id(), [w("lost")])))
-        bad = SealedWrite("bad", None, None, None)  # type: ignore[arg-type]
+        bad = SealedWrite("bad", None, None, None)  # type: ignore[arg-type]  # fails in the engine
         jobs.insert(15, asyncio.ensure_future(sqlite_store.put(ns, [w("half"), bad])))
         await asyncio.sleep(0)
     results = await asyncio.gather(*jobs, return_exceptions=True)
