@@ -133,7 +133,7 @@ class Origin:
         self.port = free_port()
         args = [sys.executable, "-m", "pullkv", "origin", "--host", HOST]
         args += ["--port", str(self.port), "--data", str(self.data)]
-        args += ["--account-id", ACCOUNT_ID, "--log-level", "warning"]
+        args += ["--account-id", ACCOUNT_ID, "--log-level", "warning", "--access-log", "off"]
         if store_url:
             args += ["--store", store_url]
         with self.log.open("wb") as out:

@@ -195,7 +195,9 @@ class PullkvServer:
 
     def _start(self) -> bool:
         """Start on ``self.port``; False if the port was taken meanwhile."""
+        # No access log: nginx, the reference, runs with access_log off too.
         listen = ["--host", HOST, "--port", str(self.port), "--log-level", "warning"]
+        listen += ["--access-log", "off"]
         env: dict[str, str] | None = None
         if self.upstream is not None:
             args = [
