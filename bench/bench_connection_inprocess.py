@@ -25,23 +25,13 @@ Not a test: nothing here runs under pytest.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import io
-import json
-import os
-import statistics
-import subprocess
-import sys
-import tarfile
-import tempfile
 import time
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
+import inprocess
+
 BATCH = 16
 REQUEST = (
     b"GET /hot HTTP/1.1\r\n"
@@ -179,67 +169,9 @@ def _measure(requests: int) -> dict[str, float]:
         loop.close()
 
 
-def _child(requests: int) -> None:
-    print(json.dumps(_measure(requests)))
-
-
-def _run(src: Path, requests: int) -> dict[str, float]:
-    env = {**os.environ, "PYTHONPATH": str(src)}
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", "--requests", str(requests)],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    figures: dict[str, float] = json.loads(out.splitlines()[-1])
-    return figures
-
-
-def _export(ref: str, into: Path) -> Path:
-    """REF's ``src`` folder, unpacked into ``into`` (read-only use of git)."""
-    archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", "--format=tar", ref, "src"],
-        check=True,
-        capture_output=True,
-    ).stdout
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(into, filter="data")
-    return into / "src"
-
-
 def main() -> None:
     """Measure the working tree (and REF, with --compare) and print ns/request."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=200_000, help="requests per kind")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds per source tree")
-    parser.add_argument("--compare", metavar="REF", help="also measure this git ref")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        _child(args.requests)
-        return
-    with tempfile.TemporaryDirectory() as folder:
-        trees = {"working tree": ROOT / "src"}
-        if args.compare:
-            trees = {args.compare: _export(args.compare, Path(folder)), **trees}
-        results: dict[str, dict[str, list[float]]] = {name: {} for name in trees}
-        for round_no in range(args.rounds):
-            # Alternate the order so drift on a shared machine hits both alike.
-            order = list(trees.items())
-            if round_no % 2:
-                order.reverse()
-            for name, src in order:
-                for kind, ns in _run(src, args.requests).items():
-                    results[name].setdefault(kind, []).append(ns)
-        print(f"| source | requests | ns/request (median of {args.rounds}) | min | max |")
-        print("|---|---|---|---|---|")
-        for name, kinds in results.items():
-            for kind, values in kinds.items():
-                print(
-                    f"| {name} | {kind} | {statistics.median(values):.0f} "
-                    f"| {min(values):.0f} | {max(values):.0f} |"
-                )
+    inprocess.main(__file__, __doc__.splitlines()[0], _measure, 200_000)
 
 
 if __name__ == "__main__":
