@@ -30,9 +30,9 @@ class NamespaceRecord:
 class SealedEntry(NamedTuple):
     """A key as the store holds it: value and metadata are ciphertext.
 
-    A tuple of immutable values, so the garbage collector stops tracking it: an edge holds
-    hundreds of thousands of these, and tracked objects would make every full collection
-    scan them all.
+    The edge cache does not hold these (a NamedTuple stays tracked by the garbage collector):
+    its slots are plain tuples of the same fields, which the collector stops tracking, since
+    an edge holds hundreds of thousands of them (see ``edge/cache.py``).
     """
 
     key: str
