@@ -17,6 +17,7 @@ from pullkv.errors import (
     BadRequestError,
     NotFoundError,
     PermissionDenied,
+    PreconditionFailedError,
     RateLimitedError,
     ServerError,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "Namespace",
     "NotFoundError",
     "PermissionDenied",
+    "PreconditionFailedError",
     "RateLimitedError",
     "ServerError",
     "ValueWithMetadata",

@@ -16,7 +16,14 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from pullkv.store.base import NamespaceOrder, NamespaceStats
-from pullkv.types import ListedKey, NamespaceRecord, SealedEntry, SealedWrite, TokenRecord
+from pullkv.types import (
+    ListedKey,
+    NamespaceRecord,
+    SealedEntry,
+    SealedWrite,
+    TokenRecord,
+    WriteCondition,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,9 +136,16 @@ class Backend(TokenSource, KeySource, Protocol):
 
     # Keys.
     async def read(
-        self, account_id: str, namespace_id: str, key: str, cache_ttl: int | None
+        self,
+        account_id: str,
+        namespace_id: str,
+        key: str,
+        cache_ttl: int | None,
+        *,
+        revalidate: bool = False,
     ) -> Lookup:
-        """One key; ``cache_ttl`` bounds how long a cache may answer without revalidating."""
+        """One key; ``cache_ttl`` bounds how long a cache may answer without revalidating,
+        and ``revalidate`` makes every cache on the way check with the origin."""
 
     async def read_many(
         self, account_id: str, namespace_id: str, keys: Sequence[str], cache_ttl: int | None
@@ -144,8 +158,11 @@ class Backend(TokenSource, KeySource, Protocol):
         namespace_id: str,
         keys: Sequence[tuple[str, int | None]],
         cache_ttl: int | None,
+        *,
+        revalidate: bool = False,
     ) -> dict[str, Fetched]:
-        """Conditional reads for caches below: each (key, version held or None)."""
+        """Conditional reads for caches below: each (key, version held or None);
+        ``revalidate`` makes every cache on the way check with the origin."""
 
     async def list_keys(
         self, account_id: str, namespace_id: str, prefix: str, after: str | None, limit: int
@@ -158,10 +175,19 @@ class Backend(TokenSource, KeySource, Protocol):
     async def write(
         self, account_id: str, namespace_id: str, writes: Sequence[SealedWrite]
     ) -> WriteResult:
-        """Write durably; keys over the same-key write rate are refused, not written."""
+        """Write durably; keys over the same-key write rate are refused, not written. A write
+        with a ``condition`` (alone in its request) raises ``errors.PreconditionFailed``,
+        writing nothing, if the condition does not hold."""
 
-    async def delete(self, account_id: str, namespace_id: str, keys: Sequence[str]) -> WriteResult:
-        """Delete durably (missing keys are fine); rate-limited keys are refused."""
+    async def delete(
+        self,
+        account_id: str,
+        namespace_id: str,
+        keys: Sequence[str],
+        condition: WriteCondition | None = None,
+    ) -> WriteResult:
+        """Delete durably (missing keys are fine); rate-limited keys are refused. A
+        ``condition`` (one key) is checked in the delete's transaction: 412 if it fails."""
 
     # Token management (authoritative at the origin; edges forward).
     async def add_token(self, token: TokenRecord) -> None:

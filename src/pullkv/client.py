@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import httpx
 
-from pullkv.errors import APIError, api_error
+from pullkv.errors import APIError, PreconditionFailedError, api_error
 
 T = TypeVar("T")
 ValueType = Literal["text", "json", "bytes", "stream"]
@@ -32,6 +32,7 @@ class ValueWithMetadata:
     value: Any
     metadata: Any
     expiration: int | None = None
+    etag: str | None = None  # the entry's version, for put/delete(if_match=...)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +53,7 @@ class _Call(Generic[T]):
     json_body: Any = None
     content: bytes | None = None
     files: dict[str, Any] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
     not_found: Any = ...  # returned instead of raising on 404 when set
 
 
@@ -65,7 +67,31 @@ def _raise_for(response: httpx.Response) -> None:
         code, message = int(first["code"]), str(first["message"])
     except (ValueError, KeyError, IndexError, TypeError):
         pass
-    raise api_error(response.status_code, code, message)
+    error = api_error(response.status_code, code, message)
+    if isinstance(error, PreconditionFailedError):
+        error.etag = response.headers.get("etag")
+    raise error
+
+
+def _etag(response: httpx.Response) -> str | None:
+    etag: str | None = response.headers.get("etag")
+    return etag
+
+
+def _condition_headers(if_match: str | None, if_absent: bool) -> dict[str, str]:
+    if if_match is not None and if_absent:
+        raise ValueError("give if_match or if_absent, not both")
+    if if_match is not None:
+        return {"if-match": if_match}
+    return {"if-none-match": "*"} if if_absent else {}
+
+
+def _encode_update(value: Any, kind: ValueType) -> str | bytes:
+    if isinstance(value, str | bytes):
+        return value
+    if kind == "json":
+        return json.dumps(value)
+    raise TypeError(f"update's function must return str or bytes, not {type(value).__name__}")
 
 
 def _result(response: httpx.Response) -> Any:
@@ -117,6 +143,7 @@ class _NamespaceCalls:
                 _decode(response.content, kind),
                 json.loads(raw_meta) if raw_meta else None,
                 int(expiration) if expiration else None,
+                _etag(response),
             )
 
         call = self.get_call(key, kind, cache_ttl)
@@ -154,7 +181,9 @@ class _NamespaceCalls:
         expiration: int | None,
         expiration_ttl: int | None,
         metadata: Any,
-    ) -> _Call[None]:
+        if_match: str | None = None,
+        if_absent: bool = False,
+    ) -> _Call[str | None]:
         data = value.encode("utf-8") if isinstance(value, str) else bytes(value)
         params = {}
         if expiration is not None:
@@ -162,16 +191,25 @@ class _NamespaceCalls:
         if expiration_ttl is not None:
             params["expiration_ttl"] = str(expiration_ttl)
         path = f"{self._base}/values/{_key_path(key)}"
+        headers = _condition_headers(if_match, if_absent)
         if metadata is None:
-            return _Call("PUT", path, lambda r: None, params=params, content=data)
+            return _Call("PUT", path, _etag, params=params, content=data, headers=headers)
         files = {
             "value": ("value", data, "application/octet-stream"),
             "metadata": (None, json.dumps(metadata), "application/json"),
         }
-        return _Call("PUT", path, lambda r: None, params=params, files=files)
+        return _Call("PUT", path, _etag, params=params, files=files, headers=headers)
 
-    def delete_call(self, key: str) -> _Call[None]:
-        return _Call("DELETE", f"{self._base}/values/{_key_path(key)}", lambda r: None)
+    def delete_call(self, key: str, if_match: str | None = None) -> _Call[None]:
+        headers = _condition_headers(if_match, False)
+        path = f"{self._base}/values/{_key_path(key)}"
+        return _Call("DELETE", path, lambda r: None, headers=headers)
+
+    def fresh_read_call(self, key: str, kind: ValueType) -> _Call[Any]:
+        """A read for a read-modify-write: asks every cache on the way to revalidate."""
+        call = self.get_with_metadata_call(key, kind, None)
+        call.headers = {"cache-control": "no-cache"}
+        return call
 
     def list_call(
         self, prefix: str | None, limit: int | None, cursor: str | None
@@ -309,6 +347,7 @@ class Client:
             json=call.json_body,
             content=call.content,
             files=call.files,
+            headers=call.headers or None,
         )
         if response.status_code == 404 and call.not_found is not ...:
             return call.not_found  # type: ignore[no-any-return]
@@ -449,13 +488,53 @@ class Namespace:
         expiration: int | None = None,
         expiration_ttl: int | None = None,
         metadata: Any = None,
-    ) -> None:
-        """Write a key (value, expiry and metadata are all replaced)."""
-        self._client._run(self._calls.put_call(key, value, expiration, expiration_ttl, metadata))
+        if_match: str | None = None,
+        if_absent: bool = False,
+    ) -> str | None:
+        """Write a key (value, expiry and metadata are all replaced); return its new ETag.
 
-    def delete(self, key: str) -> None:
-        """Delete a key; deleting a missing key succeeds."""
-        self._client._run(self._calls.delete_call(key))
+        ``if_match`` writes only if the key is still at that ETag, ``if_absent`` only if it
+        does not exist; otherwise ``PreconditionFailedError`` (its ``etag`` is the current
+        one) and nothing is written.
+        """
+        call = self._calls.put_call(
+            key, value, expiration, expiration_ttl, metadata, if_match, if_absent
+        )
+        return self._client._run(call)
+
+    def delete(self, key: str, *, if_match: str | None = None) -> None:
+        """Delete a key; deleting a missing key succeeds. With ``if_match``, only if the key
+        is still at that ETag (``PreconditionFailedError`` otherwise)."""
+        self._client._run(self._calls.delete_call(key, if_match))
+
+    def update(
+        self,
+        key: str,
+        fn: Callable[[Any], Any],
+        *,
+        type: ValueType = "text",
+        max_attempts: int = 10,
+    ) -> Any:
+        """Compare-and-swap: write ``fn(current value)`` (None if missing) only if the key did
+        not change meanwhile, retrying on conflict; return the value written.
+
+        Raises ``PreconditionFailedError`` after ``max_attempts`` conflicts. Expiry and
+        metadata are not carried over.
+        """
+        for attempt in range(max_attempts):
+            old = self._client._run(self._calls.fresh_read_call(key, type))
+            new = fn(old.value)
+            call = self._calls.put_call(
+                key, _encode_update(new, type), None, None, None, old.etag, old.etag is None
+            )
+            try:
+                self._client._run(call)
+            except PreconditionFailedError:
+                if attempt + 1 == max_attempts:
+                    raise
+                continue
+            return new
+        raise ValueError("max_attempts must be at least 1")
 
     def list(
         self, *, prefix: str | None = None, limit: int | None = None, cursor: str | None = None
@@ -515,6 +594,7 @@ class AsyncClient:
             json=call.json_body,
             content=call.content,
             files=call.files,
+            headers=call.headers or None,
         )
         if response.status_code == 404 and call.not_found is not ...:
             return call.not_found  # type: ignore[no-any-return]
@@ -628,15 +708,44 @@ class AsyncNamespace:
         expiration: int | None = None,
         expiration_ttl: int | None = None,
         metadata: Any = None,
-    ) -> None:
-        """Write a key (value, expiry and metadata are all replaced)."""
-        await self._client._run(
-            self._calls.put_call(key, value, expiration, expiration_ttl, metadata)
+        if_match: str | None = None,
+        if_absent: bool = False,
+    ) -> str | None:
+        """Write a key (value, expiry and metadata are all replaced); return its new ETag.
+        ``if_match`` and ``if_absent`` as in ``Namespace.put``."""
+        call = self._calls.put_call(
+            key, value, expiration, expiration_ttl, metadata, if_match, if_absent
         )
+        return await self._client._run(call)
 
-    async def delete(self, key: str) -> None:
-        """Delete a key; deleting a missing key succeeds."""
-        await self._client._run(self._calls.delete_call(key))
+    async def delete(self, key: str, *, if_match: str | None = None) -> None:
+        """Delete a key; deleting a missing key succeeds. ``if_match`` as in
+        ``Namespace.delete``."""
+        await self._client._run(self._calls.delete_call(key, if_match))
+
+    async def update(
+        self,
+        key: str,
+        fn: Callable[[Any], Any],
+        *,
+        type: ValueType = "text",
+        max_attempts: int = 10,
+    ) -> Any:
+        """Compare-and-swap with bounded retries, as ``Namespace.update``."""
+        for attempt in range(max_attempts):
+            old = await self._client._run(self._calls.fresh_read_call(key, type))
+            new = fn(old.value)
+            call = self._calls.put_call(
+                key, _encode_update(new, type), None, None, None, old.etag, old.etag is None
+            )
+            try:
+                await self._client._run(call)
+            except PreconditionFailedError:
+                if attempt + 1 == max_attempts:
+                    raise
+                continue
+            return new
+        raise ValueError("max_attempts must be at least 1")
 
     async def list(
         self, *, prefix: str | None = None, limit: int | None = None, cursor: str | None = None

@@ -56,6 +56,7 @@ BULK_TOO_MANY = 10039
 REQUEST_TOO_LARGE = 10040
 BULK_GET_NOT_JSON = 10041
 RATE_LIMITED = 10049
+PRECONDITION_FAILED = 10050
 TOKEN_NOT_FOUND = 10060
 NO_ROUTE = 7000
 METHOD_NOT_ALLOWED = 7001
@@ -262,6 +263,24 @@ def rate_limited(key: str) -> KVError:
     )
 
 
+class PreconditionFailed(KVError):
+    """A conditional write's condition did not hold; nothing was written.
+
+    ``current_version`` is the key's live version (None if it does not exist), sent back as
+    the ``ETag`` so the client can retry against it.
+    """
+
+    def __init__(self, message: str, current_version: int | None) -> None:
+        super().__init__(412, PRECONDITION_FAILED, message)
+        self.current_version = current_version
+
+
+def precondition_failed(key: str, current_version: int | None) -> PreconditionFailed:
+    """A write's If-Match or If-None-Match did not hold for the key's live version."""
+    state = "does not exist" if current_version is None else f"is at version {current_version}"
+    return PreconditionFailed(f"Precondition failed: key {key!r} {state}", current_version)
+
+
 def no_route(path: str) -> KVError:
     """No endpoint at this path."""
     return KVError(404, NO_ROUTE, f"No route for that URI: {path}")
@@ -403,6 +422,13 @@ class RateLimitedError(APIError):
     """429: the same key was written too recently."""
 
 
+class PreconditionFailedError(APIError):
+    """412: a conditional write's condition did not hold; ``etag`` is the key's current
+    ETag (None when the key does not exist)."""
+
+    etag: str | None = None
+
+
 class ServerError(APIError):
     """5xx: the server or its upstream failed; retrying may help."""
 
@@ -417,6 +443,8 @@ def api_error(status: int, code: int, message: str) -> APIError:
         cls = PermissionDenied
     elif status == 404:
         cls = NotFoundError
+    elif status == 412:
+        cls = PreconditionFailedError
     elif status == 429:
         cls = RateLimitedError
     elif status >= 500:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from pullkv import errors
@@ -30,6 +30,7 @@ from pullkv.types import (
     SealedEntry,
     SealedWrite,
     ValueWrite,
+    WriteCondition,
 )
 from pullkv.validate import (
     parse_json,
@@ -120,11 +121,16 @@ class KVService:
         key: str,
         cache_ttl: int | None = None,
         operation: str = "get",
+        *,
+        strong: bool = False,
     ) -> Read:
-        """A live key, decrypted (or None), with cache details."""
+        """A live key, decrypted (or None), with cache details; ``strong`` asks for the
+        origin's current version rather than a cached one."""
         validate_key(key, self.limits)
         try:
-            lookup = await self.backend.read(account_id, namespace_id, key, cache_ttl)
+            lookup = await self.backend.read(
+                account_id, namespace_id, key, cache_ttl, revalidate=strong
+            )
         except errors.KVError as exc:
             # Backends read through a batched fetch, whose 404 says "bulk get": a client asked
             # for one key, and is told so.
@@ -193,19 +199,35 @@ class KVService:
         return KeyPage(keys, encode_cursor(rows[-1].key) if more and rows else None)
 
     # Writes.
-    async def put(self, account_id: str, namespace_id: str, write: ValueWrite) -> int:
-        """Write one key durably; 429 if it was written less than a second ago."""
+    async def put(
+        self,
+        account_id: str,
+        namespace_id: str,
+        write: ValueWrite,
+        condition: WriteCondition | None = None,
+    ) -> int:
+        """Write one key durably and return its version; 429 if it was written too recently,
+        412 (``errors.PreconditionFailed``) if ``condition`` does not hold."""
         validate_key(write.key, self.limits)
         sealed = await self.seal(namespace_id, write)
+        if condition is not None:
+            sealed = replace(sealed, condition=condition)
         result = await self.backend.write(account_id, namespace_id, [sealed])
         if result.refused:
             raise errors.rate_limited(write.key)
         return result.versions[write.key]
 
-    async def delete(self, account_id: str, namespace_id: str, key: str) -> int:
-        """Delete one key (missing is fine); 429 past the same-key write rate."""
+    async def delete(
+        self,
+        account_id: str,
+        namespace_id: str,
+        key: str,
+        condition: WriteCondition | None = None,
+    ) -> int:
+        """Delete one key (missing is fine); 429 past the same-key write rate, 412 if
+        ``condition`` does not hold."""
         validate_key(key, self.limits)
-        result = await self.backend.delete(account_id, namespace_id, [key])
+        result = await self.backend.delete(account_id, namespace_id, [key], condition)
         if result.refused:
             raise errors.rate_limited(key)
         return result.versions[key]

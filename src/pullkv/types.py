@@ -43,6 +43,43 @@ class SealedEntry(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
+class WriteCondition:
+    """A single-key write's precondition, checked in the write's own transaction: the key is
+    live at ``version`` (``If-Match``), or ``absent`` (``If-None-Match: *``; an expired key
+    counts as absent)."""
+
+    version: int | None = None
+    absent: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.version is None) == (not self.absent):
+            raise ValueError("a write condition is either a version or absent, not both")
+
+    def holds(self, current: int | None) -> bool:
+        """Whether the condition holds for a key whose live version is ``current``."""
+        if self.absent:
+            return current is None
+        return current is not None and current == self.version
+
+
+def format_etag(version: int) -> str:
+    """An entry's ETag: its version in decimal, quoted (a strong validator)."""
+    return f'"{version}"'
+
+
+def parse_etag(raw: str) -> int | None:
+    """The version an ETag names, or None if it is not one of ours (``W/`` weak tags and
+    anything else never match a version)."""
+    text = raw.strip()
+    if len(text) < 3 or text[0] != '"' or text[-1] != '"':
+        return None
+    digits = text[1:-1]
+    if not digits.isascii() or not digits.isdigit() or len(digits) > 19:
+        return None
+    return int(digits)
+
+
+@dataclass(frozen=True, slots=True)
 class SealedWrite:
     """One key to write, already encrypted; the store assigns the version."""
 
@@ -50,6 +87,7 @@ class SealedWrite:
     value: bytes
     metadata: bytes | None
     expiration: int | None
+    condition: WriteCondition | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,14 @@ from typing import Any
 from pullkv import errors
 from pullkv.backend import Fetched, WriteResult
 from pullkv.store.base import NamespaceOrder, NamespaceStats
-from pullkv.types import ListedKey, NamespaceRecord, SealedEntry, SealedWrite, TokenRecord
+from pullkv.types import (
+    ListedKey,
+    NamespaceRecord,
+    SealedEntry,
+    SealedWrite,
+    TokenRecord,
+    WriteCondition,
+)
 from pullkv.validate import parse_json
 
 MAGIC = b"PKV1"
@@ -90,6 +97,10 @@ class _Fields:
     def optional_integer(self, name: str) -> int | None:
         value, where = self.raw(name)
         return None if value is None else _integer(value, where)
+
+    def has(self, name: str) -> bool:
+        """Whether an optional field is present."""
+        return name in self._data
 
     def flag(self, name: str) -> bool:
         value, where = self.raw(name)
@@ -231,21 +242,26 @@ def token_from_wire(data: object, where: str = "token") -> TokenRecord:
 # Requests (edge → upstream), in the order of the internal API's routes.
 @dataclass(frozen=True, slots=True)
 class FetchRequest:
-    """``fetch``: conditional reads, each key with the version the asker holds (or None)."""
+    """``fetch``: conditional reads, each key with the version the asker holds (or None);
+    ``revalidate`` (a strong read) makes every cache on the way check with the origin."""
 
     account_id: str
     namespace_id: str
     keys: tuple[tuple[str, int | None], ...]
     cache_ttl: int | None
+    revalidate: bool = False
 
     def to_wire(self) -> dict[str, Any]:
-        """The message as JSON."""
-        return {
+        """The message as JSON (``revalidate`` only when set)."""
+        message: dict[str, Any] = {
             "account_id": self.account_id,
             "namespace_id": self.namespace_id,
             "keys": [{"key": key, "held_version": held} for key, held in self.keys],
             "cache_ttl": self.cache_ttl,
         }
+        if self.revalidate:
+            message["revalidate"] = True
+        return message
 
     @classmethod
     def from_wire(cls, data: object) -> FetchRequest:
@@ -258,6 +274,7 @@ class FetchRequest:
                 (k.text("key"), k.optional_integer("held_version")) for k in fields.objects("keys")
             ),
             fields.optional_integer("cache_ttl"),
+            fields.has("revalidate") and fields.flag("revalidate"),
         )
 
 
@@ -308,9 +325,14 @@ class WriteRequest:
         blobs = []
         for write in self.writes:
             has_metadata = write.metadata is not None
-            items.append(
-                {"key": write.key, "expiration": write.expiration, "has_metadata": has_metadata}
-            )
+            item: dict[str, Any] = {
+                "key": write.key,
+                "expiration": write.expiration,
+                "has_metadata": has_metadata,
+            }
+            if write.condition is not None:
+                item["condition"] = condition_to_wire(write.condition)
+            items.append(item)
             blobs.append(write.value)
             if write.metadata is not None:
                 blobs.append(write.metadata)
@@ -328,8 +350,16 @@ class WriteRequest:
                 blobs.take(f"{item.where}.has_metadata") if item.flag("has_metadata") else None
             )
             writes.append(
-                SealedWrite(item.text("key"), value, metadata, item.optional_integer("expiration"))
+                SealedWrite(
+                    item.text("key"),
+                    value,
+                    metadata,
+                    item.optional_integer("expiration"),
+                    _optional_condition(item),
+                )
             )
+        if len(writes) > 1 and any(w.condition is not None for w in writes):
+            raise _malformed(f"{fields.where}.writes", "may hold one write when conditional")
         blobs.finish()
         return cls(fields.text("account_id"), fields.text("namespace_id"), tuple(writes))
 
@@ -341,20 +371,47 @@ class DeleteRequest:
     account_id: str
     namespace_id: str
     keys: tuple[str, ...]
+    condition: WriteCondition | None = None  # with exactly one key
 
     def to_wire(self) -> dict[str, Any]:
         """The message as JSON."""
-        return {
+        message: dict[str, Any] = {
             "account_id": self.account_id,
             "namespace_id": self.namespace_id,
             "keys": list(self.keys),
         }
+        if self.condition is not None:
+            message["condition"] = condition_to_wire(self.condition)
+        return message
 
     @classmethod
     def from_wire(cls, data: object) -> DeleteRequest:
         """The message from JSON; 400 naming the field if malformed."""
         fields = _Fields(data, "DeleteRequest")
-        return cls(fields.text("account_id"), fields.text("namespace_id"), fields.texts("keys"))
+        keys = fields.texts("keys")
+        condition = _optional_condition(fields)
+        if condition is not None and len(keys) != 1:
+            raise _malformed("DeleteRequest.keys", "must hold one key when conditional")
+        return cls(fields.text("account_id"), fields.text("namespace_id"), keys, condition)
+
+
+def condition_to_wire(condition: WriteCondition) -> dict[str, Any]:
+    """A write condition as JSON: ``{"version": N}`` or ``{"absent": true}``."""
+    if condition.absent:
+        return {"absent": True}
+    return {"version": condition.version}
+
+
+def _optional_condition(fields: _Fields) -> WriteCondition | None:
+    """The ``condition`` field of a write or delete if present (older senders omit it)."""
+    if not fields.has("condition"):
+        return None
+    nested = fields.nested("condition")
+    absent = nested.has("absent") and nested.flag("absent")
+    version = nested.optional_integer("version") if nested.has("version") else None
+    if absent == (version is not None):
+        raise _malformed(nested.where, "must have exactly one of version and absent: true")
+    return WriteCondition(version, absent)
 
 
 @dataclass(frozen=True, slots=True)

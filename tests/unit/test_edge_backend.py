@@ -31,7 +31,7 @@ from pullkv.metrics import Metrics
 from pullkv.origin.local import LocalBackend
 from pullkv.store.base import NamespaceOrder, NamespaceStats
 from pullkv.store.sqlite import SQLiteStore
-from pullkv.types import ListedKey, NamespaceRecord, SealedWrite, TokenRecord
+from pullkv.types import ListedKey, NamespaceRecord, SealedWrite, TokenRecord, WriteCondition
 from tests.unit.helpers import FakeClock, raises_kv
 
 ACCOUNT = "0" * 32
@@ -62,6 +62,7 @@ class CountingUpstream:
         self.calls: Counter[str] = Counter()
         self.fetches: list[list[tuple[str, int | None]]] = []
         self.answers: list[dict[str, Fetched]] = []
+        self.revalidated: list[bool] = []  # each fetch's revalidate flag
         self.down = False
         self.unreachable = False
         self.gates: dict[str, asyncio.Event] = {}  # method -> gate its answers wait at
@@ -130,10 +131,18 @@ class CountingUpstream:
         await self.inner.delete_namespace(account_id, namespace_id)
 
     async def read(
-        self, account_id: str, namespace_id: str, key: str, cache_ttl: int | None
+        self,
+        account_id: str,
+        namespace_id: str,
+        key: str,
+        cache_ttl: int | None,
+        *,
+        revalidate: bool = False,
     ) -> Lookup:
         self._call("read")
-        return await self.inner.read(account_id, namespace_id, key, cache_ttl)
+        return await self.inner.read(
+            account_id, namespace_id, key, cache_ttl, revalidate=revalidate
+        )
 
     async def read_many(
         self, account_id: str, namespace_id: str, keys: Sequence[str], cache_ttl: int | None
@@ -147,10 +156,15 @@ class CountingUpstream:
         namespace_id: str,
         keys: Sequence[tuple[str, int | None]],
         cache_ttl: int | None,
+        *,
+        revalidate: bool = False,
     ) -> dict[str, Fetched]:
         self._call("fetch")
         self.fetches.append(list(keys))
-        answers = await self.inner.fetch(account_id, namespace_id, keys, cache_ttl)
+        self.revalidated.append(revalidate)
+        answers = await self.inner.fetch(
+            account_id, namespace_id, keys, cache_ttl, revalidate=revalidate
+        )
         self.answers.append(answers)
         await self._deliver("fetch")
         return answers
@@ -171,9 +185,15 @@ class CountingUpstream:
         """Forwarded uncounted."""
         return await self.inner.namespace_stats(account_id, namespace_id)
 
-    async def delete(self, account_id: str, namespace_id: str, keys: Sequence[str]) -> WriteResult:
+    async def delete(
+        self,
+        account_id: str,
+        namespace_id: str,
+        keys: Sequence[str],
+        condition: WriteCondition | None = None,
+    ) -> WriteResult:
         self._call("delete")
-        return await self.inner.delete(account_id, namespace_id, keys)
+        return await self.inner.delete(account_id, namespace_id, keys, condition)
 
     async def get_token(self, token_id: str) -> TokenRecord | None:
         self._call("get_token")
@@ -1492,3 +1512,65 @@ async def test_namespace_deleted_upstream_is_forgotten_by_the_refresh(world: Wor
     await settle(world.edge)
     with raises_kv(404, errors.NAMESPACE_NOT_FOUND):
         await world.edge.namespace(ACCOUNT, world.ns, "put")
+
+
+# Strong reads (Cache-Control: no-cache): one conditional round trip to the origin.
+async def test_strong_read_sees_a_write_the_cache_does_not(world: World) -> None:
+    first = await world.put_direct("k", b"v1")
+    await world.read("k")
+    second = await world.put_direct("k", b"v2")
+    assert await world.value("k") == b"v1"  # the cached answer, still fresh
+    strong = await world.edge.read(ACCOUNT, world.ns, "k", None, revalidate=True)
+    assert strong.entry is not None and strong.entry.version == second
+    assert strong.cache == CacheInfo(hit=False, age=0, ttl=60, forward="request")
+    # Asked conditionally on the version held, with the flag for the tiers above.
+    assert world.up.fetches[-1] == [("k", first)] and world.up.revalidated[-1] is True
+    assert await world.value("k") == b"v2"  # and the cache now holds it
+
+
+async def test_strong_read_of_an_unchanged_key_is_not_modified(world: World) -> None:
+    version = await world.put_direct("k", b"v1")
+    await world.read("k")
+    strong = await world.edge.read(ACCOUNT, world.ns, "k", 30, revalidate=True)
+    assert strong.entry is not None and strong.entry.value == b"v1"
+    assert world.up.answers[-1]["k"].not_modified
+    assert strong.cache is not None and strong.cache.header() == (
+        "pullkv; fwd=request; stored; ttl=30"
+    )
+    assert world.up.fetches[-1] == [("k", version)]
+
+
+async def test_strong_read_of_a_deleted_or_missing_key(world: World) -> None:
+    await world.put_direct("k", b"v1")
+    await world.read("k")
+    await world.local.delete(ACCOUNT, world.ns, ["k"])
+    assert (await world.edge.read(ACCOUNT, world.ns, "k", None, revalidate=True)).entry is None
+    assert (await world.edge.read(ACCOUNT, world.ns, "nope", None, revalidate=True)).entry is None
+    assert await world.value("k") is None
+
+
+async def test_strong_read_is_never_answered_stale(world: World) -> None:
+    await world.put_direct("k", b"v1")
+    await world.read("k")
+    world.up.down = True
+    with pytest.raises(errors.KVError):
+        await world.edge.read(ACCOUNT, world.ns, "k", None, revalidate=True)
+    assert await world.value("k") == b"v1"  # plain reads still answer from the cache
+
+
+async def test_strong_read_through_a_middle_tier_reaches_the_origin(world: World) -> None:
+    lower = EdgeBackend(
+        world.edge, POLICY, 1 << 20, Metrics(), default_ttl=60, clock=world.clock, epoch=world.epoch
+    )
+    try:
+        await world.put_direct("k", b"v1")
+        assert (await lower.read(ACCOUNT, world.ns, "k", None)).entry is not None
+        second = await world.put_direct("k", b"v2")
+        plain = await lower.read(ACCOUNT, world.ns, "k", None)
+        assert plain.entry is not None and plain.entry.value == b"v1"
+        strong = await lower.read(ACCOUNT, world.ns, "k", None, revalidate=True)
+        assert strong.entry is not None and strong.entry.version == second
+        assert world.up.revalidated[-1] is True  # the middle tier passed it on
+        assert await world.value("k") == b"v2"  # and refreshed its own cache
+    finally:
+        await lower.close()

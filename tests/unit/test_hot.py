@@ -166,9 +166,10 @@ def count_opens(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 async def test_rest_hot_read_is_the_exact_response(world: World) -> None:
-    world.put("k", b"\x00value", '{"m":"\\u00e9"}', expiration=int(EPOCH) + 600)
+    world.put("k", b"\x00value", '{"m":"\\u00e9"}', expiration=int(EPOCH) + 600, version=7)
     world.clock.advance(5.25)
     static = [
+        (b"etag", b'"7"'),
         (b"expiration", str(int(EPOCH) + 600).encode()),
         (b"cf-kv-metadata", b'{"m":"\\u00e9"}'),
     ]
@@ -183,6 +184,7 @@ async def test_binding_hot_read_is_the_exact_response(world: World) -> None:
         b"v",
         [
             (b"content-type", b"application/octet-stream"),
+            (b"etag", b'"1"'),
             (b"cf-kv-metadata", b'{"a":1}'),
             (b"cf-cache-status", b"HIT"),
         ],
@@ -342,3 +344,13 @@ async def test_hot_reads_leave_cache_slots_untracked_by_the_gc(tmp_path: Path) -
             assert not gc.is_tracked(edge.cache.get_stored(("v", ACCOUNT, NS, key)))
     finally:
         await edge.close()
+
+
+async def test_a_strong_read_is_never_answered_hot(world: World) -> None:
+    world.put("k", b"v")
+    assert world.rest("k") is not None  # the target is known and the response rendered
+    for value in (b"no-cache", b"max-age=0, No-Cache"):
+        headers = [(b"authorization", world.authorization), (b"cache-control", value)]
+        assert world.hot.respond(b"GET", REST_PATH + b"k", b"cache_ttl=60", headers) is None
+    other = [(b"authorization", world.authorization), (b"cache-control", b"max-age=0")]
+    assert world.hot.respond(b"GET", REST_PATH + b"k", b"cache_ttl=60", other) is not None

@@ -20,7 +20,7 @@ from pullkv import errors
 from pullkv.store.base import Store
 from pullkv.store.postgres import PostgresStore
 from pullkv.store.sqlite import MAX_GROUP, SQLiteStore, prefix_upper_bound
-from pullkv.types import NamespaceRecord, SealedWrite, TokenRecord
+from pullkv.types import NamespaceRecord, SealedWrite, TokenRecord, WriteCondition
 from tests.pg import fresh_schema
 from tests.unit.helpers import raises_kv
 
@@ -776,6 +776,122 @@ async def test_close_finishes_pending_writes(backend: Backend) -> None:
         assert len(await names(second, ns)) == 50
     finally:
         await second.close()
+
+
+# Conditional writes: the check and the write are one transaction.
+def cw(key: str, value: bytes, condition: WriteCondition) -> SealedWrite:
+    return SealedWrite(key, value, None, None, condition)
+
+
+async def test_if_match_writes_only_at_that_version(store: Store) -> None:
+    ns = await make_ns(store)
+    (v1,) = await store.put(ns, [w("k", b"one")])
+    (v2,) = await store.put(ns, [cw("k", b"two", WriteCondition(version=v1))])
+    assert v2 > v1
+    with raises_kv(412, errors.PRECONDITION_FAILED) as info:
+        await store.put(ns, [cw("k", b"three", WriteCondition(version=v1))])
+    assert isinstance(info.value, errors.PreconditionFailed)
+    assert info.value.current_version == v2
+    entry = await store.get(ns, "k", 0)
+    assert entry is not None and (entry.value, entry.version) == (b"two", v2)
+
+
+async def test_if_match_on_a_missing_key_fails(store: Store) -> None:
+    ns = await make_ns(store)
+    with raises_kv(412) as info:
+        await store.put(ns, [cw("k", b"x", WriteCondition(version=1))])
+    assert isinstance(info.value, errors.PreconditionFailed)
+    assert info.value.current_version is None
+    assert await store.get(ns, "k", 0) is None
+
+
+async def test_if_absent_creates_once(store: Store) -> None:
+    ns = await make_ns(store)
+    (version,) = await store.put(ns, [cw("k", b"first", WriteCondition(absent=True))])
+    with raises_kv(412) as info:
+        await store.put(ns, [cw("k", b"second", WriteCondition(absent=True))])
+    assert isinstance(info.value, errors.PreconditionFailed)
+    assert info.value.current_version == version
+    entry = await store.get(ns, "k", 0)
+    assert entry is not None and entry.value == b"first"
+
+
+async def test_if_absent_treats_an_expired_key_as_absent(store: Store) -> None:
+    ns = await make_ns(store)
+    await store.put(ns, [w("k", b"old", expiration=1000)])  # long expired on the store's clock
+    await store.put(ns, [cw("k", b"new", WriteCondition(absent=True))])
+    entry = await store.get(ns, "k", 0)
+    assert entry is not None and (entry.value, entry.expiration) == (b"new", None)
+    with raises_kv(412):
+        await store.put(ns, [cw("gone", b"x", WriteCondition(version=1))])
+
+
+async def test_conditional_delete(store: Store) -> None:
+    ns = await make_ns(store)
+    (version,) = await store.put(ns, [w("k")])
+    with raises_kv(412) as info:
+        await store.delete(ns, ["k"], WriteCondition(version=version + 1))
+    assert isinstance(info.value, errors.PreconditionFailed)
+    assert info.value.current_version == version
+    assert await store.get(ns, "k", 0) is not None
+    await store.delete(ns, ["k"], WriteCondition(version=version))
+    assert await store.get(ns, "k", 0) is None
+
+
+async def test_conditional_write_in_a_missing_namespace(store: Store) -> None:
+    with raises_kv(404):
+        await store.put(new_id(), [cw("k", b"x", WriteCondition(absent=True))])
+
+
+async def test_refused_condition_spoils_no_other_write(store: Store) -> None:
+    ns = await make_ns(store)
+    await store.put(ns, [w("k")])
+    refused, plain = await asyncio.gather(
+        store.put(ns, [cw("k", b"x", WriteCondition(absent=True))]),
+        store.put(ns, [w("other", b"fine")]),
+        return_exceptions=True,
+    )
+    assert isinstance(refused, errors.PreconditionFailed)
+    assert isinstance(plain, list)
+    entry = await store.get(ns, "other", 0)
+    assert entry is not None and entry.value == b"fine"
+
+
+async def test_concurrent_compare_and_swap_loses_no_increment(backend: Backend) -> None:
+    """Two store instances (two origins on one database, or two processes on one file)
+    increment one counter with read, then If-Match write; every increment lands once."""
+    stores = [await backend.open(), await backend.open()]
+    try:
+        ns = await make_ns(stores[0])
+        await stores[0].put(ns, [w("n", b"0")])
+
+        async def increment(store: Store) -> int:
+            for attempts in range(1, 500):
+                entry = await store.get(ns, "n", 0)
+                assert entry is not None
+                new = str(int(entry.value) + 1).encode()
+                try:
+                    await store.put(ns, [cw("n", new, WriteCondition(version=entry.version))])
+                except errors.PreconditionFailed:
+                    continue
+                return attempts
+            raise AssertionError("no increment landed in 500 attempts")
+
+        await asyncio.gather(*(increment(stores[i % 2]) for i in range(40)))
+        entry = await stores[1].get(ns, "n", 0)
+        assert entry is not None and entry.value == b"40"
+    finally:
+        for opened in stores:
+            await opened.close()
+
+
+def test_write_condition_is_one_or_the_other() -> None:
+    with pytest.raises(ValueError):
+        WriteCondition()
+    with pytest.raises(ValueError):
+        WriteCondition(version=3, absent=True)
+    assert WriteCondition(version=3).holds(3) and not WriteCondition(version=3).holds(None)
+    assert WriteCondition(absent=True).holds(None) and not WriteCondition(absent=True).holds(1)
 
 
 # --- SQLite-only: the engine's own machinery. -------------------------------------------------

@@ -14,7 +14,14 @@ from hypothesis import strategies as st
 from pullkv import errors, wire
 from pullkv.backend import Fetched, WriteResult
 from pullkv.limits import DEFAULT_LIMITS
-from pullkv.types import ListedKey, NamespaceRecord, SealedEntry, SealedWrite, TokenRecord
+from pullkv.types import (
+    ListedKey,
+    NamespaceRecord,
+    SealedEntry,
+    SealedWrite,
+    TokenRecord,
+    WriteCondition,
+)
 from pullkv.validate import parse_json
 from tests.unit.helpers import raises_kv
 
@@ -330,3 +337,44 @@ def test_internal_caps_stay_near_the_client_limits() -> None:
     assert limits.internal_write_max_bytes < 1.5 * limits.bulk_max_body_bytes
     assert limits.internal_delete_max_bytes < 1.1 * limits.bulk_max_body_bytes
     assert limits.internal_json_max_bytes < 2 * limits.json_body_max_bytes
+
+
+# Conditional writes and deletes carry their condition.
+@pytest.mark.parametrize(
+    "condition", [WriteCondition(version=42), WriteCondition(absent=True), None]
+)
+def test_conditions_round_trip(condition: WriteCondition | None) -> None:
+    write = wire.WriteRequest(ACCOUNT, NAMESPACE, (SealedWrite("k", b"v", None, None, condition),))
+    assert wire.WriteRequest.from_wire(write.to_wire()) == write
+    delete = wire.DeleteRequest(ACCOUNT, NAMESPACE, ("k",), condition)
+    assert wire.DeleteRequest.from_wire(_through_json(delete.to_wire())) == delete
+
+
+REJECTED_CONDITIONS: list[tuple[object, str]] = [
+    ({}, "must have exactly one of version and absent"),
+    ({"version": 1, "absent": True}, "must have exactly one of version and absent"),
+    ({"absent": False}, "must have exactly one of version and absent"),
+    ({"version": -1}, "condition.version must be an integer"),
+    ({"version": "1"}, "condition.version must be an integer"),
+    ({"absent": "yes"}, "condition.absent must be true or false"),
+    ([], "condition must be a JSON object"),
+]
+
+
+@pytest.mark.parametrize(("condition", "words"), REJECTED_CONDITIONS)
+def test_malformed_conditions_are_400(condition: object, words: str) -> None:
+    with raises_kv(400, errors.BAD_REQUEST, match=words):
+        wire.WriteRequest.from_wire(_frame(_write_header(condition=condition), [b"v"]))
+    message = {"account_id": ACCOUNT, "namespace_id": NAMESPACE, "keys": ["k"]}
+    with raises_kv(400, errors.BAD_REQUEST, match=words):
+        wire.DeleteRequest.from_wire({**message, "condition": condition})
+
+
+def test_a_condition_covers_one_key() -> None:
+    header = _write_header(condition={"absent": True})
+    header["writes"].append({"key": "k2", "expiration": None, "has_metadata": False})
+    with raises_kv(400, match="may hold one write when conditional"):
+        wire.WriteRequest.from_wire(_frame(header, [b"v", b"w"]))
+    message = {"account_id": ACCOUNT, "namespace_id": NAMESPACE, "keys": ["a", "b"]}
+    with raises_kv(400, match="must hold one key when conditional"):
+        wire.DeleteRequest.from_wire({**message, "condition": {"version": 1}})

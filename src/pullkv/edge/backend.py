@@ -53,7 +53,14 @@ from pullkv.edge.namespaces import NamespaceLookups
 from pullkv.edge.tokens import TokenRecords
 from pullkv.metrics import Metrics
 from pullkv.store.base import NamespaceOrder, NamespaceStats
-from pullkv.types import ListedKey, NamespaceRecord, SealedEntry, SealedWrite, TokenRecord
+from pullkv.types import (
+    ListedKey,
+    NamespaceRecord,
+    SealedEntry,
+    SealedWrite,
+    TokenRecord,
+    WriteCondition,
+)
 
 log = logging.getLogger("pullkv.edge")
 T = TypeVar("T")
@@ -180,10 +187,20 @@ class EdgeBackend:
         return known, int(age), int(validated_at + ttl - now)
 
     async def read(
-        self, account_id: str, namespace_id: str, key: str, cache_ttl: int | None
+        self,
+        account_id: str,
+        namespace_id: str,
+        key: str,
+        cache_ttl: int | None,
+        *,
+        revalidate: bool = False,
     ) -> Lookup:
-        """One key from the cache, or from the upstream through single-flight."""
+        """One key from the cache, or from the upstream through single-flight; with
+        ``revalidate`` (a strong read), always checked with the origin."""
         ttl = cache_ttl if cache_ttl is not None else self.default_ttl
+        if revalidate:
+            lookups = await self._read_strong(account_id, namespace_id, [key], ttl)
+            return lookups[key]
         cache_key: ValueKey = ("v", account_id, namespace_id, key)
         slot = self.cache.get(cache_key)
         now = self.clock()
@@ -258,10 +275,51 @@ class EdgeBackend:
         namespace_id: str,
         keys: Sequence[tuple[str, int | None]],
         cache_ttl: int | None,
+        *,
+        revalidate: bool = False,
     ) -> dict[str, Fetched]:
-        """Conditional reads for a lower edge, answered through this cache (a regional tier)."""
-        lookups = await self.read_many(account_id, namespace_id, [k for k, _ in keys], cache_ttl)
+        """Conditional reads for a lower edge, answered through this cache (a regional
+        tier); with ``revalidate``, this tier asks its own upstream first."""
+        names = [k for k, _ in keys]
+        if revalidate:
+            ttl = cache_ttl if cache_ttl is not None else self.default_ttl
+            lookups = await self._read_strong(account_id, namespace_id, names, ttl)
+        else:
+            lookups = await self.read_many(account_id, namespace_id, names, cache_ttl)
         return conditional(lookups, keys)
+
+    async def _read_strong(
+        self, account_id: str, namespace_id: str, keys: Sequence[str], ttl: int
+    ) -> dict[str, Lookup]:
+        """Keys as the origin has them now: one conditional request up (on the versions this
+        cache holds), which every tier above passes on; the answers refresh this cache.
+
+        No single-flight and no stale fallback: a fetch already in flight may have been
+        answered from a cache above, and a stale entry is what the reader asked not to get."""
+        slots: dict[str, ValueSlot | None] = {}
+        for key in keys:
+            slot = self.cache.peek(("v", account_id, namespace_id, key))
+            slots[key] = slot if isinstance(slot, ValueSlot) else None
+        held = [(key, None if slot is None else slot.version) for key, slot in slots.items()]
+        started_seq = self._write_seq
+        answers = await self._upstream_call(
+            "fetch",
+            self.upstream.fetch(account_id, namespace_id, held, ttl, revalidate=True),
+        )
+        now = self.clock()
+        epoch = self.epoch()
+        info = CacheInfo(hit=False, age=0, ttl=ttl, forward="request")
+        lookups = {}
+        for key, slot in slots.items():
+            answer = answers.get(key)
+            if answer is None:
+                raise errors.store_unavailable("upstream answer missed a key")
+            if answer.not_modified:
+                answer = Fetched(None if slot is None else slot.entry, not_modified=True)
+            self._store_fetched(("v", account_id, namespace_id, key), answer, now, started_seq)
+            self.metrics.cache_reads.labels("miss").inc()
+            lookups[key] = Lookup(live(answer.entry, epoch), info)
+        return lookups
 
     def _fetch(
         self, cache_key: ValueKey, held: ValueSlot | None, ttl: int
@@ -413,9 +471,13 @@ class EdgeBackend:
         self, account_id: str, namespace_id: str, writes: Sequence[SealedWrite]
     ) -> WriteResult:
         """Forward writes up the chain; cache what was acknowledged."""
-        result = await self._upstream_call(
-            "write", self.upstream.write(account_id, namespace_id, writes)
-        )
+        try:
+            result = await self._upstream_call(
+                "write", self.upstream.write(account_id, namespace_id, writes)
+            )
+        except errors.PreconditionFailed:
+            self._forget_refused(account_id, namespace_id, writes[0].key)
+            raise
         now = self.clock()
         self._write_seq += 1
         for write in writes:
@@ -428,11 +490,21 @@ class EdgeBackend:
         self.metrics.writes.labels("put").inc(len(result.versions))
         return result
 
-    async def delete(self, account_id: str, namespace_id: str, keys: Sequence[str]) -> WriteResult:
+    async def delete(
+        self,
+        account_id: str,
+        namespace_id: str,
+        keys: Sequence[str],
+        condition: WriteCondition | None = None,
+    ) -> WriteResult:
         """Forward deletes up the chain; cache tombstones for what was acknowledged."""
-        result = await self._upstream_call(
-            "delete", self.upstream.delete(account_id, namespace_id, keys)
-        )
+        try:
+            result = await self._upstream_call(
+                "delete", self.upstream.delete(account_id, namespace_id, keys, condition)
+            )
+        except errors.PreconditionFailed:
+            self._forget_refused(account_id, namespace_id, keys[0])
+            raise
         now = self.clock()
         self._write_seq += 1
         for key, version in result.versions.items():
@@ -440,6 +512,11 @@ class EdgeBackend:
         self._bump_lists(account_id, namespace_id)
         self.metrics.writes.labels("delete").inc(len(result.versions))
         return result
+
+    def _forget_refused(self, account_id: str, namespace_id: str, key: str) -> None:
+        """A refused condition means the key moved on without this cache seeing it: drop the
+        cached value, so a read-modify-write retry through this edge does not read it again."""
+        self.cache.pop(("v", account_id, namespace_id, key))
 
     def _cache_written(
         self, cache_key: ValueKey, entry: SealedEntry | None, version: int, now: float

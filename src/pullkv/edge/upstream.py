@@ -18,7 +18,14 @@ import httpx
 from pullkv import errors, wire
 from pullkv.backend import Fetched, Lookup, WriteResult
 from pullkv.store.base import NamespaceOrder, NamespaceStats
-from pullkv.types import ListedKey, NamespaceRecord, SealedWrite, TokenRecord
+from pullkv.types import (
+    ListedKey,
+    NamespaceRecord,
+    SealedWrite,
+    TokenRecord,
+    WriteCondition,
+    parse_etag,
+)
 from pullkv.validate import parse_json
 
 UPSTREAM_TOKEN_ENV = "PULLKV_UPSTREAM_TOKEN"
@@ -72,6 +79,9 @@ class UpstreamBackend:
         try:
             first = response.json()["errors"][0]
             error = errors.KVError(response.status_code, int(first["code"]), str(first["message"]))
+            if response.status_code == 412:
+                current = parse_etag(response.headers.get("etag") or "")
+                error = errors.PreconditionFailed(error.message, current)
         except (ValueError, KeyError, IndexError, TypeError):
             error = errors.upstream_unavailable(f"{self.url} answered {response.status_code}")
         if response.status_code >= 500:
@@ -153,17 +163,27 @@ class UpstreamBackend:
         namespace_id: str,
         keys: Sequence[tuple[str, int | None]],
         cache_ttl: int | None,
+        *,
+        revalidate: bool = False,
     ) -> dict[str, Fetched]:
         """One batched conditional fetch."""
-        message = wire.FetchRequest(account_id, namespace_id, tuple(keys), cache_ttl)
+        message = wire.FetchRequest(account_id, namespace_id, tuple(keys), cache_ttl, revalidate)
         body = await self._post("fetch", message.to_wire())
         return self._answer("fetch", lambda: wire.FetchResponse.from_wire(body)).answers
 
     async def read(
-        self, account_id: str, namespace_id: str, key: str, cache_ttl: int | None
+        self,
+        account_id: str,
+        namespace_id: str,
+        key: str,
+        cache_ttl: int | None,
+        *,
+        revalidate: bool = False,
     ) -> Lookup:
         """An unconditional fetch of one key."""
-        answers = await self.fetch(account_id, namespace_id, [(key, None)], cache_ttl)
+        answers = await self.fetch(
+            account_id, namespace_id, [(key, None)], cache_ttl, revalidate=revalidate
+        )
         return Lookup(answers[key].entry)
 
     async def read_many(
@@ -197,9 +217,15 @@ class UpstreamBackend:
         body = await self._post("write", message.to_wire())
         return self._json_answer("write", body, wire.WriteResponse.from_wire).result
 
-    async def delete(self, account_id: str, namespace_id: str, keys: Sequence[str]) -> WriteResult:
-        """Forward deletes."""
-        message = wire.DeleteRequest(account_id, namespace_id, tuple(keys))
+    async def delete(
+        self,
+        account_id: str,
+        namespace_id: str,
+        keys: Sequence[str],
+        condition: WriteCondition | None = None,
+    ) -> WriteResult:
+        """Forward deletes (and their condition)."""
+        message = wire.DeleteRequest(account_id, namespace_id, tuple(keys), condition)
         body = await self._post("delete", message.to_wire())
         return self._json_answer("delete", body, wire.WriteResponse.from_wire).result
 

@@ -152,6 +152,8 @@ def error_response(error: errors.KVError) -> Response:
     Cloudflare SDKs otherwise retry 409s; a 429 says when to come back.
     """
     headers: list[tuple[bytes, bytes]] = []
+    if isinstance(error, errors.PreconditionFailed) and error.current_version is not None:
+        headers.append((b"etag", b'"%d"' % error.current_version))
     if error.status == 429:
         headers.append((b"retry-after", b"1"))
     elif 400 <= error.status < 500 and error.status != 408:

@@ -32,7 +32,14 @@ from pullkv import errors
 from pullkv.auth import authorize
 from pullkv.backend import CacheInfo
 from pullkv.http.asgi import OCTET_TYPE, Request, Response, dump_json
-from pullkv.http.rest import expiration_param, parse_bulk_get, value_headers
+from pullkv.http.rest import (
+    etag_header,
+    expiration_param,
+    parse_bulk_get,
+    value_headers,
+    wants_strong_read,
+    write_condition,
+)
 from pullkv.http.routes import BINDING, BINDING_ROUTER, NAMESPACE_HEADER, Match, handlers
 from pullkv.service import KVService, render_bulk_get
 from pullkv.types import TokenRecord, ValueWrite
@@ -63,8 +70,12 @@ def cf_cache_status(cache: CacheInfo | None) -> list[tuple[bytes, bytes]]:
 
 
 def binding_error(error: errors.KVError) -> Response:
-    """An error as workerd reads it: the status, and the message as the reason phrase."""
-    return Response(error.status, error.message.encode(), TEXT_TYPE, reason=error.message)
+    """An error as workerd reads it: the status, and the message as the reason phrase (and
+    a refused condition's current ``ETag``)."""
+    headers = []
+    if isinstance(error, errors.PreconditionFailed) and error.current_version is not None:
+        headers.append(etag_header(error.current_version))
+    return Response(error.status, error.message.encode(), TEXT_TYPE, headers, reason=error.message)
 
 
 class BindingAPI:
@@ -87,7 +98,8 @@ class BindingAPI:
         self, request: Request, account_id: str, namespace_id: str, match: Match
     ) -> Response:
         """DELETE /<key>: succeeds whether or not the key exists."""
-        await self.service.delete(account_id, namespace_id, match.params["key"])
+        condition = write_condition(request)
+        await self.service.delete(account_id, namespace_id, match.params["key"], condition)
         return Response(200, b"", TEXT_TYPE)
 
     async def get(
@@ -96,12 +108,16 @@ class BindingAPI:
         """GET /<key>: the raw value, its metadata, expiry and cache status."""
         key = match.params["key"]
         cache_ttl = parse_cache_ttl(request.query("cache_ttl"), self.limits)
-        read = await self.service.read(account_id, namespace_id, key, cache_ttl)
+        # workerd's binding sends no Cache-Control; a client that does gets a strong read.
+        strong = wants_strong_read(request.header("cache-control"))
+        read = await self.service.read(account_id, namespace_id, key, cache_ttl, strong=strong)
         headers = cf_cache_status(read.cache)
         entry = read.entry
         if entry is None:
             return Response(404, b"", TEXT_TYPE, headers, reason="Not Found")
-        headers += value_headers(entry.expiration, entry.metadata_json, b"cf-expiration")
+        headers += value_headers(
+            entry.expiration, entry.metadata_json, b"cf-expiration", entry.version
+        )
         return Response(200, entry.value, OCTET_TYPE, headers)
 
     async def put(
@@ -125,10 +141,13 @@ class BindingAPI:
         max_value = self.limits.max_value_bytes
         value = await request.body(max_value, lambda n: errors.value_too_large(n, max_value))
         validate_value_size(len(value), self.limits)
-        await self.service.put(
-            account_id, namespace_id, ValueWrite(key, value, metadata_json, expiration)
+        version = await self.service.put(
+            account_id,
+            namespace_id,
+            ValueWrite(key, value, metadata_json, expiration),
+            write_condition(request),
         )
-        return Response(200, b"", TEXT_TYPE)
+        return Response(200, b"", TEXT_TYPE, [etag_header(version)])
 
     async def list_keys(
         self, request: Request, account_id: str, namespace_id: str, match: Match

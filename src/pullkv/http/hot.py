@@ -6,7 +6,8 @@ authenticator's cache (``Authenticator.peek``), the edge has the key's entry FRE
 (``EdgeBackend.fresh_entry``), and the keyring holds the data key. The response bytes are
 rendered once per entry per second (``Age`` and the TTL in ``Cache-Status`` move each second)
 and kept here, in a bounded memo; anything else (a miss, a revalidation, an error) returns
-None and takes the ordinary path, which gives the same answer more slowly.
+None and takes the ordinary path, which gives the same answer more slowly. A strong read
+(``Cache-Control: no-cache``) always takes the ordinary path.
 """
 
 from __future__ import annotations
@@ -110,6 +111,8 @@ class HotReads:
                 authorization = value
             elif lower == b"x-pullkv-namespace":
                 namespace_header = value
+            elif lower == b"cache-control" and b"no-cache" in value.lower():
+                return None  # a strong read: the ordinary path asks the origin
         if authorization is None:
             return None
         # A repeated request resolves to the same target: remember it, and skip parsing the
@@ -237,7 +240,7 @@ class HotReads:
         try:
             entry = open_entry(keyring, namespace_id, sealed)
             name = b"expiration" if rest else b"cf-expiration"
-            static = value_headers(entry.expiration, entry.metadata_json, name)
+            static = value_headers(entry.expiration, entry.metadata_json, name, entry.version)
         except (CryptoError, UnicodeDecodeError, ValueError):
             return None  # unknown key id, tampering: the ordinary path explains
         return entry.value, static

@@ -54,6 +54,7 @@ async def _fetch(backend: Backend, request: Request, token: TokenRecord) -> Resp
         message.namespace_id,
         message.keys,
         message.cache_ttl,
+        revalidate=message.revalidate,
     )
     return _framed(wire.FetchResponse(answers).to_wire())
 
@@ -81,7 +82,7 @@ async def _write(backend: Backend, request: Request, token: TokenRecord) -> Resp
 async def _delete(backend: Backend, request: Request, token: TokenRecord) -> Response:
     message = wire.DeleteRequest.from_wire(await _message(request, _DELETE_CAP))
     account_id = authorize_internal(token, message.account_id)
-    result = await backend.delete(account_id, message.namespace_id, message.keys)
+    result = await backend.delete(account_id, message.namespace_id, message.keys, message.condition)
     return _json(wire.WriteResponse(result).to_wire())
 
 

@@ -100,6 +100,28 @@ _CACHE_TTL = _param(
     {**_INTEGER, "minimum": _LIMITS.min_cache_ttl},
     "pullkv: how long an edge may serve its cached copy (Workers KV's cacheTtl)",
 )
+_ETAG = {"schema": {"type": "string", "pattern": '^"[0-9]+"$'}}
+_IF_MATCH = _param(
+    "If-Match",
+    "header",
+    {"type": "string"},
+    'pullkv: write only if the key is at this ETag ("<version>"); 412 otherwise',
+)
+_IF_NONE_MATCH = _param(
+    "If-None-Match",
+    "header",
+    {"type": "string", "enum": ["*"]},
+    "pullkv: write only if the key does not exist; 412 otherwise",
+)
+
+
+def _written(result: Schema, description: str) -> Schema:
+    """A value write's responses: the success envelope, with the new ETag."""
+    responses = _envelope_responses(result, description)
+    responses["200"]["headers"] = {"etag": _ETAG}
+    return responses
+
+
 _VALUE_HEADERS = {
     "expiration": {"schema": {"type": "string", "pattern": "^[0-9]+$"}},
     "cf-kv-metadata": {"schema": {"type": "string"}},
@@ -328,8 +350,13 @@ def _paths() -> Schema:
             "put": _operation(
                 "write-key-value-pair-with-metadata",
                 "Write a value: raw bytes, or multipart with value and metadata",
-                [*_ids("account_id", "namespace_id", "key_name"), *_EXPIRY_QUERY],
-                _envelope_responses(null, "Written"),
+                [
+                    *_ids("account_id", "namespace_id", "key_name"),
+                    *_EXPIRY_QUERY,
+                    _IF_MATCH,
+                    _IF_NONE_MATCH,
+                ],
+                _written(null, "Written"),
                 requestBody={
                     "required": True,
                     "content": {
@@ -354,8 +381,8 @@ def _paths() -> Schema:
             ),
             "delete": _operation(
                 "delete-key-value-pair",
-                "Delete a key (succeeds whether or not it exists)",
-                _ids("account_id", "namespace_id", "key_name"),
+                "Delete a key (succeeds whether or not it exists, unless conditional)",
+                [*_ids("account_id", "namespace_id", "key_name"), _IF_MATCH],
                 _envelope_responses(null, "Deleted"),
             ),
         },

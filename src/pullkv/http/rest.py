@@ -27,7 +27,7 @@ from pullkv.http.asgi import OCTET_TYPE, Request, Response, envelope, error_resp
 from pullkv.http.multipart import parse_form
 from pullkv.http.routes import REST, REST_ROUTER, handlers
 from pullkv.service import BulkType, KVService, render_bulk_get
-from pullkv.types import TokenRecord, ValueWrite
+from pullkv.types import TokenRecord, ValueWrite, WriteCondition, parse_etag
 from pullkv.validate import (
     metadata_from_object,
     parse_cache_ttl,
@@ -66,17 +66,55 @@ def header_json(metadata_json: str) -> bytes:
     return text.replace("\x7f", "\\u007f").encode("ascii")
 
 
+def etag_header(version: int) -> tuple[bytes, bytes]:
+    """``ETag: "<version>"``: the entry's version, a strong validator."""
+    return (b"etag", b'"%d"' % version)
+
+
 def value_headers(
-    expiration: int | None, metadata_json: str | None, expiration_header: bytes
+    expiration: int | None, metadata_json: str | None, expiration_header: bytes, version: int
 ) -> list[tuple[bytes, bytes]]:
-    """A value's expiry and metadata headers (``expiration`` over REST, ``CF-Expiration``
-    for the binding protocol; ``CF-KV-Metadata`` for both)."""
-    headers = []
+    """A value's ETag, expiry and metadata headers (``expiration`` over REST,
+    ``CF-Expiration`` for the binding protocol; ``ETag`` and ``CF-KV-Metadata`` for both)."""
+    headers = [etag_header(version)]
     if expiration is not None:
         headers.append((expiration_header, str(expiration).encode()))
     if metadata_json is not None:
         headers.append((b"cf-kv-metadata", header_json(metadata_json)))
     return headers
+
+
+def wants_strong_read(cache_control: str | None) -> bool:
+    """Whether a request's ``Cache-Control`` has ``no-cache``: answer with the origin's
+    current version, not a cached one (RFC 9111 section 5.2.1.4)."""
+    if cache_control is None:
+        return False
+    return any(
+        part.split("=", 1)[0].strip().lower() == "no-cache" for part in cache_control.split(",")
+    )
+
+
+def write_condition(request: Request) -> WriteCondition | None:
+    """A write's ``If-Match: "<version>"`` or ``If-None-Match: *`` (RFC 9110 section 13.1),
+    or None; 400 for anything else, since a condition we cannot read must not be ignored."""
+    if_match = request.header("if-match")
+    if_none_match = request.header("if-none-match")
+    if if_match is not None and if_none_match is not None:
+        raise errors.bad_request("Give If-Match or If-None-Match, not both")
+    if if_match is not None:
+        version = parse_etag(if_match)
+        if version is None:
+            raise errors.bad_request(
+                f'Invalid If-Match {if_match!r}: expected one ETag such as "1234"'
+            )
+        return WriteCondition(version=version)
+    if if_none_match is not None:
+        if if_none_match.strip() != "*":
+            raise errors.bad_request(
+                f"Invalid If-None-Match {if_none_match!r}: only * is supported on writes"
+            )
+        return WriteCondition(absent=True)
+    return None
 
 
 def cache_headers(cache: CacheInfo | None, cache_name: str) -> list[tuple[bytes, bytes]]:
@@ -226,14 +264,19 @@ class RestAPI:
         """GET values/{key}: the raw bytes, with ``expiration``, ``Cache-Status`` and ``Age``."""
         authorize(call.token, call.account_id, namespace_id=call.namespace_id)
         cache_ttl = parse_cache_ttl(call.request.query("cache_ttl"), self.limits)
-        read = await self.service.read(call.account_id, call.namespace_id, call.key, cache_ttl)
+        strong = wants_strong_read(call.request.header("cache-control"))
+        read = await self.service.read(
+            call.account_id, call.namespace_id, call.key, cache_ttl, strong=strong
+        )
         headers = cache_headers(read.cache, self.cache_name)
         entry = read.entry
         if entry is None:
             missing = error_response(errors.key_not_found("get"))
             missing.headers += headers
             return missing
-        headers += value_headers(entry.expiration, entry.metadata_json, b"expiration")
+        headers += value_headers(
+            entry.expiration, entry.metadata_json, b"expiration", entry.version
+        )
         return Response(200, entry.value, OCTET_TYPE, headers)
 
     async def get_metadata(self, call: Call) -> Response:
@@ -244,7 +287,9 @@ class RestAPI:
         )
         if entry is None:
             raise errors.key_not_found("metadata")
-        return envelope(json.loads(entry.metadata_json) if entry.metadata_json else None)
+        response = envelope(json.loads(entry.metadata_json) if entry.metadata_json else None)
+        response.headers.append(etag_header(entry.version))
+        return response
 
     async def put_value(self, call: Call) -> Response:
         """PUT values/{key}: a raw body, or multipart with ``value`` and ``metadata`` parts."""
@@ -279,15 +324,21 @@ class RestAPI:
         else:
             value = await request.body(max_value, lambda n: errors.value_too_large(n, max_value))
         validate_value_size(len(value), self.limits)
-        await self.service.put(
-            call.account_id, call.namespace_id, ValueWrite(key, value, metadata_json, expiration)
+        version = await self.service.put(
+            call.account_id,
+            call.namespace_id,
+            ValueWrite(key, value, metadata_json, expiration),
+            write_condition(request),
         )
-        return envelope(None)
+        response = envelope(None)
+        response.headers.append(etag_header(version))
+        return response
 
     async def delete_value(self, call: Call) -> Response:
-        """DELETE values/{key}: succeeds whether or not the key exists."""
+        """DELETE values/{key}: succeeds whether or not the key exists (unless conditional)."""
         authorize(call.token, call.account_id, namespace_id=call.namespace_id, write=True)
-        await self.service.delete(call.account_id, call.namespace_id, call.key)
+        condition = write_condition(call.request)
+        await self.service.delete(call.account_id, call.namespace_id, call.key, condition)
         return envelope(None)
 
     # Keys.

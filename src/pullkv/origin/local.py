@@ -14,7 +14,7 @@ from pullkv.backend import Fetched, Lookup, WriteResult, conditional
 from pullkv.limits import Limits
 from pullkv.ratelimit import WriteRateLimiter
 from pullkv.store.base import NamespaceOrder, NamespaceStats, RatedStore, Store
-from pullkv.types import ListedKey, NamespaceRecord, SealedWrite, TokenRecord
+from pullkv.types import ListedKey, NamespaceRecord, SealedWrite, TokenRecord, WriteCondition
 
 _NAMESPACE_CACHE_SECONDS = 5.0
 
@@ -91,9 +91,16 @@ class LocalBackend:
 
     # Keys.
     async def read(
-        self, account_id: str, namespace_id: str, key: str, cache_ttl: int | None
+        self,
+        account_id: str,
+        namespace_id: str,
+        key: str,
+        cache_ttl: int | None,
+        *,
+        revalidate: bool = False,
     ) -> Lookup:
-        """One live key straight from the store."""
+        """One live key straight from the store (always current: ``revalidate`` changes
+        nothing here)."""
         await self.namespace(account_id, namespace_id, "get")
         return Lookup(await self.store.get(namespace_id, key, int(self.clock())))
 
@@ -111,8 +118,11 @@ class LocalBackend:
         namespace_id: str,
         keys: Sequence[tuple[str, int | None]],
         cache_ttl: int | None,
+        *,
+        revalidate: bool = False,
     ) -> dict[str, Fetched]:
-        """Conditional reads: a key still at the version held is answered not_modified."""
+        """Conditional reads: a key still at the version held is answered not_modified
+        (the store is current: ``revalidate`` changes nothing here)."""
         lookups = await self.read_many(account_id, namespace_id, [k for k, _ in keys], cache_ttl)
         return conditional(lookups, keys)
 
@@ -137,7 +147,10 @@ class LocalBackend:
         """
         await self.namespace(account_id, namespace_id, "put")
         latest = {write.key: write for write in writes}
-        if self._rated is not None:
+        # A conditional write keeps the rate in this origin's memory: the store's rated write
+        # has no condition check (conditional writes are for contended keys, not for bursts).
+        conditional = any(w.condition is not None for w in writes)
+        if self._rated is not None and not conditional:
             rated = await self._rated.put_rated(
                 namespace_id, list(latest.values()), self.rate.interval
             )
@@ -154,18 +167,25 @@ class LocalBackend:
             raise
         return WriteResult({w.key: v for w, v in zip(accepted, versions, strict=True)}, refused)
 
-    async def delete(self, account_id: str, namespace_id: str, keys: Sequence[str]) -> WriteResult:
-        """Delete in one durable commit; keys written again within the rate are refused."""
+    async def delete(
+        self,
+        account_id: str,
+        namespace_id: str,
+        keys: Sequence[str],
+        condition: WriteCondition | None = None,
+    ) -> WriteResult:
+        """Delete in one durable commit; keys written again within the rate are refused. With
+        a ``condition`` (one key), 412 and nothing deleted unless it holds."""
         await self.namespace(account_id, namespace_id, "delete")
         unique = list(dict.fromkeys(keys))
-        if self._rated is not None:
+        if self._rated is not None and condition is None:
             rated = await self._rated.delete_rated(namespace_id, unique, self.rate.interval)
             return WriteResult(rated.versions, rated.refused)
         now = self.clock()
         accepted = [k for k in unique if self.rate.acquire(namespace_id, k, now)]
         accepted_set = set(accepted)
         try:
-            version = await self.store.delete(namespace_id, accepted) if accepted else 0
+            version = await self.store.delete(namespace_id, accepted, condition) if accepted else 0
         except BaseException:
             for key in accepted:
                 self.rate.forget(namespace_id, key)

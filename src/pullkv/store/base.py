@@ -11,7 +11,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
-from pullkv.types import ListedKey, NamespaceRecord, SealedEntry, SealedWrite, TokenRecord
+from pullkv.types import (
+    ListedKey,
+    NamespaceRecord,
+    SealedEntry,
+    SealedWrite,
+    TokenRecord,
+    WriteCondition,
+)
 
 NamespaceOrder = Literal["id", "title"]
 
@@ -82,10 +89,15 @@ class Store(Protocol):
         """The live entries among ``keys``; missing ones are absent from the result."""
 
     async def put(self, namespace_id: str, writes: Sequence[SealedWrite]) -> list[int]:
-        """Write all or none, durably; return each write's version."""
+        """Write all or none, durably; return each write's version. A write with a
+        ``condition`` is checked in the same transaction: if it fails nothing is written and
+        ``errors.PreconditionFailed`` is raised."""
 
-    async def delete(self, namespace_id: str, keys: Sequence[str]) -> int:
-        """Delete keys (missing ones are fine), durably; return the version of the delete."""
+    async def delete(
+        self, namespace_id: str, keys: Sequence[str], condition: WriteCondition | None = None
+    ) -> int:
+        """Delete keys (missing ones are fine), durably; return the version of the delete. A
+        ``condition`` (one key) is checked in the same transaction, as for ``put``."""
 
     async def list_keys(
         self, namespace_id: str, prefix: str, after: str | None, limit: int, now: int

@@ -65,7 +65,14 @@ from pullkv import errors
 from pullkv.store.base import NamespaceOrder, NamespaceStats, RatedWrite
 from pullkv.store.keyrange import live_keys_query
 from pullkv.store.pg_schema import migrate
-from pullkv.types import ListedKey, NamespaceRecord, SealedEntry, SealedWrite, TokenRecord
+from pullkv.types import (
+    ListedKey,
+    NamespaceRecord,
+    SealedEntry,
+    SealedWrite,
+    TokenRecord,
+    WriteCondition,
+)
 from pullkv.versioning import next_version
 
 T = TypeVar("T")
@@ -138,6 +145,10 @@ class _Writer:
         """The next version; called by jobs, inside the transaction that holds the clock."""
         self.last_version = next_version(self.last_version, self._clock())
         return self.last_version
+
+    def now(self) -> int:
+        """The store clock's time in whole seconds, for expiry checks inside jobs."""
+        return int(self._clock())
 
     def reach_version(self, version: int) -> None:
         """Make every later version larger than ``version`` (imports keep their versions)."""
@@ -471,6 +482,37 @@ _UPSERT_ENTRY = (
 )
 
 
+# A conditional write's view of its key (parameters: namespace id, key, now): ``cur`` holds
+# the live version, or no row if the key is absent or expired.
+_LIVE_VERSION = (
+    "cur AS (SELECT version FROM entries WHERE namespace_id = %s AND key = %s "
+    "AND (expiration IS NULL OR expiration > %s))"
+)
+
+
+def _condition_sql(condition: WriteCondition) -> tuple[str, tuple[int, ...]]:
+    """The SQL test of a write condition over ``cur``, and its parameters."""
+    if condition.absent:
+        return "NOT EXISTS (SELECT 1 FROM cur)", ()
+    assert condition.version is not None  # WriteCondition: a version when not absent
+    return "EXISTS (SELECT 1 FROM cur WHERE version = %s)", (condition.version,)
+
+
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    """A conditional write's outcome: the key's live version before it, and its version."""
+
+    current: int | None
+    version: int
+
+
+def _condition_outcome(row: TupleRow | None, operation: str, version: int) -> _Checked:
+    """The outcome from the statement's answer; 404 if the namespace does not exist."""
+    if row is None or int(row[0]) == 0:
+        raise errors.namespace_not_found(operation)
+    return _Checked(None if row[1] is None else int(row[1]), version)
+
+
 class PostgresStore:
     """The PostgreSQL store engine (see the module docstring)."""
 
@@ -710,7 +752,12 @@ class PostgresStore:
         return found
 
     async def put(self, namespace_id: str, writes: Sequence[SealedWrite]) -> list[int]:
-        """Write all or none, durably; return each write's version."""
+        """Write all or none, durably; return each write's version. A conditional write
+        (``SealedWrite.condition``) must be the only one: 412 if its condition fails."""
+        if any(w.condition is not None for w in writes):
+            if len(writes) != 1:
+                raise ValueError("a conditional write is a single-key write")
+            return [await self._put_conditional(namespace_id, writes[0])]
 
         async def job(conn: Conn, writer: _Writer) -> _Deferred[list[int]]:
             versions = [writer.allocate_version() for _ in writes]
@@ -761,8 +808,15 @@ class PostgresStore:
 
         return await self._write(job)
 
-    async def delete(self, namespace_id: str, keys: Sequence[str]) -> int:
-        """Delete keys (missing ones are fine), durably; return the version of the delete."""
+    async def delete(
+        self, namespace_id: str, keys: Sequence[str], condition: WriteCondition | None = None
+    ) -> int:
+        """Delete keys (missing ones are fine), durably; return the version of the delete.
+        A conditional delete names one key: 412 if its condition fails."""
+        if condition is not None:
+            if len(keys) != 1:
+                raise ValueError("a conditional delete is a single-key delete")
+            return await self._delete_conditional(namespace_id, keys[0], condition)
 
         async def job(conn: Conn, writer: _Writer) -> _Deferred[int]:
             cur = await conn.execute(
@@ -783,6 +837,77 @@ class PostgresStore:
             return _Deferred(finish)
 
         return await self._write(job)
+
+    # Conditional writes: one statement reads the key's live version and writes only if the
+    # condition holds. It runs in the group's transaction, which holds the version clock's
+    # lock, so no write of any origin sharing the database commits between check and write;
+    # a refused condition writes nothing and spoils no other write of the group.
+    async def _put_conditional(self, namespace_id: str, write: SealedWrite) -> int:
+        condition = write.condition
+        assert condition is not None  # put() sends only conditional writes here
+        raw = write.key.encode("utf-8")
+
+        async def job(conn: Conn, writer: _Writer) -> _Checked | _Deferred[_Checked]:
+            version = writer.allocate_version()
+            holds, holds_params = _condition_sql(condition)
+            cur = await conn.execute(
+                f"WITH {_LIVE_VERSION}, written AS (INSERT INTO entries "
+                "(namespace_id, key, value, metadata, expiration, version) "
+                "SELECT %s::text, %s::bytea, %s::bytea, %s::bytea, %s::bigint, %s::bigint "
+                f"WHERE EXISTS (SELECT 1 FROM namespaces WHERE id = %s) AND {holds}"
+                f"{_UPSERT_ENTRY} RETURNING 1) "
+                "SELECT (SELECT count(*) FROM namespaces WHERE id = %s), "
+                "(SELECT version FROM cur), (SELECT count(*) FROM written)",
+                (
+                    namespace_id,
+                    raw,
+                    writer.now(),
+                    namespace_id,
+                    raw,
+                    write.value,
+                    write.metadata,
+                    write.expiration,
+                    version,
+                    namespace_id,
+                    *holds_params,
+                    namespace_id,
+                ),
+            )
+
+            async def finish() -> _Checked:
+                return _condition_outcome(await cur.fetchone(), "put", version)
+
+            return _Deferred(finish)
+
+        checked = await self._write(job)
+        if not condition.holds(checked.current):
+            raise errors.precondition_failed(write.key, checked.current)
+        return checked.version
+
+    async def _delete_conditional(
+        self, namespace_id: str, key: str, condition: WriteCondition
+    ) -> int:
+        raw = key.encode("utf-8")
+
+        async def job(conn: Conn, writer: _Writer) -> _Checked | _Deferred[_Checked]:
+            holds, holds_params = _condition_sql(condition)
+            cur = await conn.execute(
+                f"WITH {_LIVE_VERSION}, gone AS (DELETE FROM entries WHERE namespace_id = %s "
+                f"AND key = %s AND {holds}) "
+                "SELECT (SELECT count(*) FROM namespaces WHERE id = %s), (SELECT version FROM cur)",
+                (namespace_id, raw, writer.now(), namespace_id, raw, *holds_params, namespace_id),
+            )
+            version = writer.allocate_version()
+
+            async def finish() -> _Checked:
+                return _condition_outcome(await cur.fetchone(), "delete", version)
+
+            return _Deferred(finish)
+
+        checked = await self._write(job)
+        if not condition.holds(checked.current):
+            raise errors.precondition_failed(key, checked.current)
+        return checked.version
 
     # The same-key write rate: one statement claims the keys whose interval has passed in
     # ``key_writes`` and writes only those, inside the group's transaction, so a write that

@@ -27,7 +27,14 @@ from pullkv import errors
 from pullkv.durable import fsync_path, make_dirs
 from pullkv.store.base import NamespaceOrder, NamespaceStats
 from pullkv.store.keyrange import live_keys_query, prefix_upper_bound
-from pullkv.types import ListedKey, NamespaceRecord, SealedEntry, SealedWrite, TokenRecord
+from pullkv.types import (
+    ListedKey,
+    NamespaceRecord,
+    SealedEntry,
+    SealedWrite,
+    TokenRecord,
+    WriteCondition,
+)
 from pullkv.versioning import next_version
 
 T = TypeVar("T")
@@ -127,6 +134,10 @@ class _Writer(threading.Thread):
         """The next version; called by jobs inside the writer thread only."""
         self.last_version = next_version(self.last_version, self._clock())
         return self.last_version
+
+    def now(self) -> int:
+        """The store clock's time in whole seconds, for expiry checks inside jobs."""
+        return int(self._clock())
 
     def reach_version(self, version: int) -> None:
         """Make every later version larger than ``version`` (imports keep their versions)."""
@@ -470,6 +481,9 @@ class SQLiteStore:
             _require_namespace(conn, namespace_id, "put")
             versions = []
             for write in writes:
+                if write.condition is not None:
+                    # In the writer's transaction: nothing can write between check and write.
+                    _check(conn, namespace_id, write.key, write.condition, writer.now())
                 version = writer.allocate_version()
                 conn.execute(
                     "INSERT INTO entries(namespace_id, key, value, metadata, expiration, version) "
@@ -490,11 +504,17 @@ class SQLiteStore:
 
         return await self._writer.submit(job)
 
-    async def delete(self, namespace_id: str, keys: Sequence[str]) -> int:
-        """Delete keys (missing ones are fine), durably; return the version of the delete."""
+    async def delete(
+        self, namespace_id: str, keys: Sequence[str], condition: WriteCondition | None = None
+    ) -> int:
+        """Delete keys (missing ones are fine), durably; return the version of the delete.
+        With a ``condition``, every key must meet it or nothing is deleted (412)."""
 
         def job(conn: sqlite3.Connection, writer: _Writer) -> int:
             _require_namespace(conn, namespace_id, "delete")
+            if condition is not None:
+                for key in keys:
+                    _check(conn, namespace_id, key, condition, writer.now())
             conn.executemany(
                 "DELETE FROM entries WHERE namespace_id=? AND key=?",
                 [(namespace_id, k.encode("utf-8")) for k in keys],
@@ -734,3 +754,17 @@ class SQLiteStore:
 def _require_namespace(conn: sqlite3.Connection, namespace_id: str, operation: str) -> None:
     if conn.execute("SELECT 1 FROM namespaces WHERE id=?", (namespace_id,)).fetchone() is None:
         raise errors.namespace_not_found(operation)
+
+
+def _check(
+    conn: sqlite3.Connection, namespace_id: str, key: str, condition: WriteCondition, now: int
+) -> None:
+    """Raise 412 unless the key's live version meets the condition."""
+    row = conn.execute(
+        "SELECT version FROM entries WHERE namespace_id=? AND key=? "
+        "AND (expiration IS NULL OR expiration > ?)",
+        (namespace_id, key.encode("utf-8"), now),
+    ).fetchone()
+    current = None if row is None else int(row[0])
+    if not condition.holds(current):
+        raise errors.precondition_failed(key, current)
