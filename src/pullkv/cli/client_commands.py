@@ -329,19 +329,56 @@ skip_option = click.option(
 )
 
 
-def _interrupted(verb: str, done: int, total: int, file: Path, namespace_ref: str) -> None:
-    """Say how far an interrupted bulk command got and how to resume it; exit 130 (SIGINT).
+def _send_in_batches(
+    ctx: Context,
+    items: Sequence[T],
+    skip: int,
+    send: Callable[[Namespace, list[T]], dict[str, Any]],
+    *,
+    command: str,
+    label: str,
+    past: str,
+    summary_verb: str,
+    file: Path,
+    namespace_ref: str,
+) -> None:
+    """Send ``items`` after the first ``skip``, 1,000 per request, with a progress bar; print
+    the summary; exit 1 if any key failed.
 
-    ``done`` counts entries of finished requests only: one in flight may or may not have
-    been applied, and doing it again is harmless (a put or delete is idempotent).
+    Ctrl-C stops between requests, says how far it got and the ``--skip`` that resumes, and
+    exits 130 (SIGINT). The count is of finished requests only: one in flight may or may not
+    have been applied, and doing it again is harmless (a put or delete is idempotent).
     """
-    command = "put" if verb == "written" else "delete -f"
-    click.echo(
-        f"\nInterrupted: {done} of {total} entries {verb}. Resume with:\n"
-        f"  pullkv bulk {command} {file} -n {namespace_ref} --skip {done}",
-        err=True,
+    done = min(skip, len(items))
+    succeeded, failed = 0, []
+    with ctx.client() as client:
+        ns = _run(lambda: client.namespace(namespace_ref))
+        try:
+            with click.progressbar(length=len(items), label=label, file=sys.stderr) as bar:
+                bar.update(done)
+                for batch in _batches(items[done:], BULK_BATCH):
+                    result = _run(functools.partial(send, ns, list(batch)))
+                    succeeded += result["successful_key_count"]
+                    failed += result["unsuccessful_keys"]
+                    done += len(batch)
+                    bar.update(len(batch))
+        except KeyboardInterrupt:
+            click.echo(
+                f"\nInterrupted: {done} of {len(items)} entries {past}. Resume with:\n"
+                f"  pullkv bulk {command} {file} -n {namespace_ref} --skip {done}",
+                err=True,
+            )
+            sys.exit(130)
+    summary = {"successful_key_count": succeeded, "unsuccessful_keys": failed}
+    ctx.emit(
+        summary,
+        lambda s: (
+            f"{summary_verb} {s['successful_key_count']} keys"
+            + (f"; retry these: {', '.join(failed)}" if failed else "")
+        ),
     )
-    sys.exit(130)
+    if failed:
+        sys.exit(1)
 
 
 @bulk.command("put")
@@ -355,32 +392,18 @@ def bulk_put(ctx: Context, file: Path, namespace_ref: str, skip: int) -> None:
     FILE is wrangler's bulk format, as `pullkv bulk export` writes it. Ctrl-C stops between
     requests and prints the --skip that resumes.
     """
-    items = _put_items(_load_json_file(file), file)
-    written, failed = 0, []
-    done = min(skip, len(items))
-    with ctx.client() as client:
-        ns = _run(lambda: client.namespace(namespace_ref))
-        try:
-            with click.progressbar(length=len(items), label="Writing", file=sys.stderr) as bar:
-                bar.update(done)
-                for batch in _batches(items[done:], BULK_BATCH):
-                    result = _run(functools.partial(ns.bulk_put, batch))
-                    written += result["successful_key_count"]
-                    failed += result["unsuccessful_keys"]
-                    done += len(batch)
-                    bar.update(len(batch))
-        except KeyboardInterrupt:
-            _interrupted("written", done, len(items), file, namespace_ref)
-    summary = {"successful_key_count": written, "unsuccessful_keys": failed}
-    ctx.emit(
-        summary,
-        lambda s: (
-            f"Wrote {s['successful_key_count']} keys"
-            + (f"; retry these: {', '.join(failed)}" if failed else "")
-        ),
+    _send_in_batches(
+        ctx,
+        _put_items(_load_json_file(file), file),
+        skip,
+        Namespace.bulk_put,
+        command="put",
+        label="Writing",
+        past="written",
+        summary_verb="Wrote",
+        file=file,
+        namespace_ref=namespace_ref,
     )
-    if failed:
-        sys.exit(1)
 
 
 @bulk.command("get")
@@ -420,33 +443,20 @@ def bulk_delete(ctx: Context, file: Path, namespace_ref: str, force: bool, skip:
     Ctrl-C stops between requests and prints the --skip that resumes.
     """
     names = _key_names(_load_json_file(file), file)
-    done = min(skip, len(names))
     if not force:
-        click.confirm(f"Delete {len(names) - done} keys?", abort=True)
-    deleted, failed = 0, []
-    with ctx.client() as client:
-        ns = _run(lambda: client.namespace(namespace_ref))
-        try:
-            with click.progressbar(length=len(names), label="Deleting", file=sys.stderr) as bar:
-                bar.update(done)
-                for batch in _batches(names[done:], BULK_BATCH):
-                    result = _run(functools.partial(ns.bulk_delete, batch))
-                    deleted += result["successful_key_count"]
-                    failed += result["unsuccessful_keys"]
-                    done += len(batch)
-                    bar.update(len(batch))
-        except KeyboardInterrupt:
-            _interrupted("deleted", done, len(names), file, namespace_ref)
-    summary = {"successful_key_count": deleted, "unsuccessful_keys": failed}
-    ctx.emit(
-        summary,
-        lambda s: (
-            f"Deleted {s['successful_key_count']} keys"
-            + (f"; retry these: {', '.join(failed)}" if failed else "")
-        ),
+        click.confirm(f"Delete {len(names) - min(skip, len(names))} keys?", abort=True)
+    _send_in_batches(
+        ctx,
+        names,
+        skip,
+        Namespace.bulk_delete,
+        command="delete -f",
+        label="Deleting",
+        past="deleted",
+        summary_verb="Deleted",
+        file=file,
+        namespace_ref=namespace_ref,
     )
-    if failed:
-        sys.exit(1)
 
 
 def _export_item(key: str, found: ValueWithMetadata, raw: bytes | None) -> dict[str, Any]:
