@@ -8,6 +8,7 @@ from contextlib import contextmanager
 import pytest
 
 from pullkv.errors import KVError
+from pullkv.types import TokenRecord
 
 
 @contextmanager
@@ -33,3 +34,31 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+def token(
+    token_id: str,
+    account: str = "0" * 32,
+    *,
+    name: str | None = None,
+    namespaces: tuple[str, ...] | None = None,
+    read_only: bool = False,
+    admin: bool = False,
+    edge: bool = False,
+    created_at: int = 100,
+    revoked_at: int | None = None,
+) -> TokenRecord:
+    """A stored token record with made-up salt and hash, for store tests."""
+    return TokenRecord(
+        id=token_id,
+        account_id=account,
+        name=f"name-{token_id}" if name is None else name,
+        salt=b"\x00salt" + token_id.encode(),
+        secret_hash=b"\xffhash" + token_id.encode(),
+        namespaces=namespaces,
+        read_only=read_only,
+        admin=admin,
+        edge=edge,
+        created_at=created_at,
+        revoked_at=revoked_at,
+    )

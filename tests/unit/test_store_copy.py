@@ -14,8 +14,9 @@ from pullkv.store.base import Store
 from pullkv.store.copy import PROGRESS_SETTING, copy_store, digest_store
 from pullkv.store.postgres import PostgresStore
 from pullkv.store.sqlite import SQLiteStore
-from pullkv.types import NamespaceRecord, SealedEntry, SealedWrite, TokenRecord
+from pullkv.types import NamespaceRecord, SealedEntry, SealedWrite
 from tests.pg import fresh_schema
+from tests.unit.helpers import token
 
 ACCOUNT = "0" * 32
 OTHER = "1" * 32
@@ -63,33 +64,6 @@ async def fill(store: Store, entries: int = 700) -> None:
     )
     await store.put(NS[2], [SealedWrite("empty", b"", None, None)])
     await store.delete(NS[1], ["bulk-00000"])  # the last version handed out is a delete's
-
-
-def token(
-    token_id: str,
-    account: str = ACCOUNT,
-    *,
-    name: str | None = None,
-    namespaces: tuple[str, ...] | None = None,
-    read_only: bool = False,
-    admin: bool = False,
-    edge: bool = False,
-    created_at: int = 100,
-    revoked_at: int | None = None,
-) -> TokenRecord:
-    return TokenRecord(
-        id=token_id,
-        account_id=account,
-        name=f"name-{token_id}" if name is None else name,
-        salt=b"\x00salt" + token_id.encode(),
-        secret_hash=b"\xffhash" + token_id.encode(),
-        namespaces=namespaces,
-        read_only=read_only,
-        admin=admin,
-        edge=edge,
-        created_at=created_at,
-        revoked_at=revoked_at,
-    )
 
 
 async def everything(store: Store) -> dict[str, object]:

@@ -20,9 +20,9 @@ from pullkv import errors
 from pullkv.store.base import Store
 from pullkv.store.postgres import PostgresStore
 from pullkv.store.sqlite import MAX_GROUP, SQLiteStore, prefix_upper_bound
-from pullkv.types import NamespaceRecord, SealedWrite, TokenRecord, WriteCondition
+from pullkv.types import NamespaceRecord, SealedWrite, WriteCondition
 from tests.pg import fresh_schema
-from tests.unit.helpers import raises_kv
+from tests.unit.helpers import raises_kv, token
 
 ENGINES = ["sqlite", "postgresql"]
 
@@ -588,31 +588,6 @@ async def test_reseal_only_if_unchanged(store: Store) -> None:
 
 
 # Tokens.
-def token(
-    token_id: str,
-    account: str = ACCOUNT,
-    *,
-    name: str | None = None,
-    namespaces: tuple[str, ...] | None = None,
-    read_only: bool = False,
-    admin: bool = False,
-    edge: bool = False,
-    created_at: int = 100,
-    revoked_at: int | None = None,
-) -> TokenRecord:
-    return TokenRecord(
-        id=token_id,
-        account_id=account,
-        name=f"name-{token_id}" if name is None else name,
-        salt=b"\x00salt" + token_id.encode(),
-        secret_hash=b"\xffhash" + token_id.encode(),
-        namespaces=namespaces,
-        read_only=read_only,
-        admin=admin,
-        edge=edge,
-        created_at=created_at,
-        revoked_at=revoked_at,
-    )
 
 
 async def test_tokens(store: Store) -> None:
