@@ -42,6 +42,22 @@ class SealedEntry(NamedTuple):
     version: int
 
 
+class ChangeRecord(NamedTuple):
+    """One committed change of a key, never its value: the change feed's unit.
+
+    ``seq`` grows by one with every change a store commits (one sequence per store, shared
+    by origins on one PostgreSQL database); ``key`` None means the whole namespace was
+    deleted.
+    """
+
+    seq: int
+    account_id: str
+    namespace_id: str
+    key: str | None
+    version: int
+    deleted: bool
+
+
 @dataclass(frozen=True, slots=True)
 class WriteCondition:
     """A single-key write's precondition, checked in the write's own transaction: the key is

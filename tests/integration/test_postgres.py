@@ -189,9 +189,9 @@ def pullkv(*args: str) -> subprocess.CompletedProcess[str]:
 def test_store_migrate_command(pg_url: str) -> None:
     first = pullkv("store", "migrate", "--store", pg_url)
     assert first.returncode == 0, first.stderr
-    assert json.loads(first.stdout) == {"applied": [1, 2], "version": 2}
+    assert json.loads(first.stdout) == {"applied": [1, 2, 3], "version": 3}
     again = pullkv("store", "migrate", "--store", pg_url)
-    assert json.loads(again.stdout) == {"applied": [], "version": 2}
+    assert json.loads(again.stdout) == {"applied": [], "version": 3}
 
 
 def fill_through_http(server: ServerProcess) -> tuple[str, dict[str, bytes]]:

@@ -13,9 +13,10 @@ import pytest
 from psycopg.rows import TupleRow
 
 from pullkv import errors
-from pullkv.store.pg_schema import LATEST, MIGRATIONS
+from pullkv.store import pg_schema
+from pullkv.store.pg_schema import LATEST, MIGRATIONS, migrate
 from pullkv.store.postgres import MAX_GROUP, PostgresStore, redact_url
-from pullkv.types import NamespaceRecord, SealedWrite
+from pullkv.types import ChangeRecord, NamespaceRecord, SealedWrite
 from tests.pg import fresh_schema
 from tests.unit.helpers import raises_kv
 
@@ -313,3 +314,114 @@ async def test_a_failed_shared_read_fails_every_reader_in_it() -> None:
     )
     assert all(isinstance(r, errors.KVError) and r.status == 503 for r in results)
     assert reads._queries == 0 and not reads._waiting
+
+
+# The change feed: one sequence for every origin on the database, in commit order.
+async def test_two_stores_writing_at_once_make_one_contiguous_sequence(url: str) -> None:
+    a, b = PostgresStore(url), PostgresStore(url)
+    watcher = PostgresStore(url)
+    try:
+        ns = await make_ns(a)
+        done = asyncio.Event()
+        seen: list[ChangeRecord] = []
+
+        async def watch() -> None:
+            # A reader never sees a record before every record below it.
+            while True:
+                finished = done.is_set()
+                page = await watcher.changes_after(seen[-1].seq if seen else 0, 1000)
+                assert [r.seq for r in page] == list(
+                    range(len(seen) + 1, len(seen) + 1 + len(page))
+                )
+                seen.extend(page)
+                if finished and not page:
+                    return
+                await asyncio.sleep(0.001)
+
+        acked: dict[str, int] = {}
+
+        async def writer(store: PostgresStore, name: str) -> None:
+            # Each origin writes one key after another from several tasks, so the two
+            # origins' small groups alternate on the clock.
+            for i in range(25):
+                key = f"{name}{i:02}"
+                (acked[key],) = await store.put(ns, [w(key)])
+
+        watching = asyncio.ensure_future(watch())
+        before = a.commits + b.commits
+        await asyncio.gather(
+            *(writer(s, f"{n}{t}-") for t in range(8) for s, n in ((a, "a"), (b, "b")))
+        )
+        done.set()
+        await watching
+        assert a.commits + b.commits - before > 10  # the origins took turns with the clock
+        assert [r.seq for r in seen] == list(range(1, 401))
+        versions = [r.version for r in seen]
+        assert versions == sorted(versions) and len(set(versions)) == 400
+        assert {r.key: r.version for r in seen} == acked
+        assert await b.change_bounds() == (0, 400)
+    finally:
+        for store in (a, b, watcher):
+            await store.close()
+
+
+async def test_rated_writes_record_only_the_keys_they_wrote(store: PostgresStore) -> None:
+    ns = await make_ns(store)
+    long = 60.0
+    first = await store.put_rated(ns, [w("a"), w("b")], long)
+    second = await store.put_rated(ns, [w("a"), w("c"), w("d")], long)
+    assert second.refused == ["a"]
+    deleted = await store.delete_rated(ns, ["e", "b", "f"], long)
+    assert deleted.refused == ["b"]
+    refused = await store.put_rated(ns, [w("e")], long)
+    assert refused.refused == ["e"]
+    records = await store.changes_after(0, 100)
+    assert [(r.seq, r.key, r.version, r.deleted) for r in records] == [
+        (1, "a", first.versions["a"], False),
+        (2, "b", first.versions["b"], False),
+        (3, "c", second.versions["c"], False),
+        (4, "d", second.versions["d"], False),
+        (5, "e", deleted.versions["e"], True),
+        (6, "f", deleted.versions["f"], True),
+    ]
+    assert {(r.account_id, r.namespace_id) for r in records} == {(ACCOUNT, ns)}
+    with raises_kv(404):
+        await store.put_rated("f" * 32, [w("lost")], long)
+    (after,) = await store.put(ns, [w("g")])
+    assert await store.changes_after(6, 10) == [ChangeRecord(7, ACCOUNT, ns, "g", after, False)]
+
+
+async def test_migration_to_the_change_feed_keeps_the_data(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A database at schema 2, written by the pullkv before the change feed.
+    with monkeypatch.context() as old:
+        old.setattr(pg_schema, "MIGRATIONS", MIGRATIONS[:2])
+        old.setattr(pg_schema, "LATEST", 2)
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            assert [m.version for m in await migrate(conn)] == [1, 2]
+            await conn.execute(
+                "INSERT INTO namespaces (id, account_id, title) VALUES (%s, %s, 'old')",
+                ("a" * 32, ACCOUNT),
+            )
+            await conn.execute(
+                "INSERT INTO entries (namespace_id, key, value, version) "
+                "VALUES (%s, 'k', 'sealed', 5000)",
+                ("a" * 32,),
+            )
+            await conn.execute("UPDATE version_clock SET version = 5000")
+    store = PostgresStore(url)
+    try:
+        entry = await store.get("a" * 32, "k", 0)
+        assert entry is not None and (entry.value, entry.version) == (b"sealed", 5000)
+        assert await store.change_bounds() == (0, 0)
+        (version,) = await store.put("a" * 32, [w("k2")])
+        assert version > 5000
+        assert await store.changes_after(0, 10) == [
+            ChangeRecord(1, ACCOUNT, "a" * 32, "k2", version, False)
+        ]
+    finally:
+        await store.close()
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        cur = await conn.execute("SELECT max(version) FROM schema_migrations")
+        assert await cur.fetchone() == (LATEST,)

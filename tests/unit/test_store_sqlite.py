@@ -20,7 +20,7 @@ from pullkv import errors
 from pullkv.store.base import Store
 from pullkv.store.postgres import PostgresStore
 from pullkv.store.sqlite import MAX_GROUP, SQLiteStore, prefix_upper_bound
-from pullkv.types import NamespaceRecord, SealedWrite, WriteCondition
+from pullkv.types import ChangeRecord, NamespaceRecord, SealedWrite, WriteCondition
 from tests.pg import fresh_schema
 from tests.unit.helpers import raises_kv, token
 
@@ -867,6 +867,158 @@ def test_write_condition_is_one_or_the_other() -> None:
         WriteCondition(version=3, absent=True)
     assert WriteCondition(version=3).holds(3) and not WriteCondition(version=3).holds(None)
     assert WriteCondition(absent=True).holds(None) and not WriteCondition(absent=True).holds(1)
+
+
+# The change feed: a record of every committed change, in the write's own transaction.
+async def all_changes(store: Store) -> list[ChangeRecord]:
+    return await store.changes_after(0, 100_000)
+
+
+def assert_contiguous(records: list[ChangeRecord], first: int = 1) -> None:
+    assert [r.seq for r in records] == list(range(first, first + len(records)))
+
+
+async def test_changes_record_every_kind_of_write(store: Store) -> None:
+    assert await store.change_bounds() == (0, 0)
+    assert await all_changes(store) == []
+    ns = await make_ns(store)
+    other = await make_ns(store, OTHER_ACCOUNT)
+    (v1,) = await store.put(ns, [w("a")])
+    bulk = await store.put(ns, [w("b"), w("é"), w("b", b"again")])  # a key twice: both count
+    deleted = await store.delete(ns, ["a", "never-written"])
+    (v_other,) = await store.put(other, [w("x")])
+    (v_if,) = await store.put(ns, [cw("c", b"x", WriteCondition(absent=True))])
+    v_if_delete = await store.delete(ns, ["c"], WriteCondition(version=v_if))
+    assert await store.delete_namespace(ns)
+    records = await all_changes(store)
+    assert_contiguous(records)
+    expected = [
+        (ACCOUNT, ns, "a", v1, False),
+        (ACCOUNT, ns, "b", bulk[0], False),
+        (ACCOUNT, ns, "é", bulk[1], False),
+        (ACCOUNT, ns, "b", bulk[2], False),
+        (ACCOUNT, ns, "a", deleted, True),
+        (ACCOUNT, ns, "never-written", deleted, True),
+        (OTHER_ACCOUNT, other, "x", v_other, False),
+        (ACCOUNT, ns, "c", v_if, False),
+        (ACCOUNT, ns, "c", v_if_delete, True),
+    ]
+    assert [(r.account_id, r.namespace_id, r.key, r.version, r.deleted) for r in records[:-1]] == (
+        expected
+    )
+    gone = records[-1]
+    assert (gone.account_id, gone.namespace_id, gone.key, gone.deleted) == (ACCOUNT, ns, None, True)
+    assert gone.version > v_if_delete  # a fresh version, after every write before it
+    assert await store.change_bounds() == (0, len(records))
+    # Writes that change nothing else record nothing: a new namespace, a rename, a setting.
+    await store.rename_namespace(other, "renamed")
+    await store.set_setting("s", "1")
+    assert await store.change_bounds() == (0, len(records))
+
+
+async def test_failed_writes_leave_no_record_and_no_gap(store: Store) -> None:
+    ns = await make_ns(store)
+    (v0,) = await store.put(ns, [w("k")])
+    with raises_kv(412):
+        await store.put(ns, [cw("k", b"x", WriteCondition(absent=True))])
+    with raises_kv(412):
+        await store.delete(ns, ["k"], WriteCondition(version=v0 + 1))
+    with raises_kv(404):
+        await store.put(new_id(), [w("lost")])
+    with raises_kv(404):
+        await store.delete(new_id(), ["lost"])
+    with raises_kv(404):
+        await store.put(new_id(), [cw("lost", b"x", WriteCondition(absent=True))])
+    assert not await store.delete_namespace(new_id())
+    bad = SealedWrite("bad", None, None, None)  # type: ignore[arg-type]  # fails in the engine
+    with pytest.raises(Exception):  # noqa: B017 - any engine error: the point is what remains
+        await store.put(ns, [w("half"), bad])
+    assert await all_changes(store) == [ChangeRecord(1, ACCOUNT, ns, "k", v0, False)]
+    (v1,) = await store.put(ns, [w("next")])
+    assert (await all_changes(store))[1:] == [ChangeRecord(2, ACCOUNT, ns, "next", v1, False)]
+
+
+async def test_failing_writes_in_a_group_leave_no_gap(store: Store) -> None:
+    ns = await make_ns(store)
+    await store.put(ns, [w("taken")])
+    jobs: list[Awaitable[object]] = [store.put(ns, [w(f"k{i:02}")]) for i in range(20)]
+    jobs.insert(3, store.put(new_id(), [w("lost")]))
+    bad = SealedWrite("bad", None, None, None)  # type: ignore[arg-type]  # fails in the engine
+    jobs.insert(7, store.put(ns, [w("half"), bad]))
+    jobs.insert(11, store.put(ns, [cw("taken", b"x", WriteCondition(absent=True))]))
+    jobs.insert(15, store.delete(ns, ["k00", "k01"]))
+    results = await asyncio.gather(*jobs, return_exceptions=True)
+    assert sum(isinstance(r, BaseException) for r in results) == 3
+    records = await all_changes(store)
+    assert_contiguous(records)
+    # Sequence order is version order: every record's version is at least its predecessor's.
+    assert [r.version for r in records] == sorted(r.version for r in records)
+    written = sorted(r.key for r in records if not r.deleted and r.key is not None)
+    assert written == sorted(["taken", *(f"k{i:02}" for i in range(20))])
+    assert sorted(r.key for r in records if r.deleted and r.key is not None) == ["k00", "k01"]
+
+
+async def test_changes_after_pages_by_sequence(store: Store) -> None:
+    ns = await make_ns(store)
+    for i in range(25):
+        await store.put(ns, [w(f"k{i:02}")])
+    pages, after = [], 0
+    while page := await store.changes_after(after, 10):
+        pages.append([r.seq for r in page])
+        after = page[-1].seq
+    assert pages == [list(range(1, 11)), list(range(11, 21)), list(range(21, 26))]
+    assert [r.key for r in await store.changes_after(3, 2)] == ["k03", "k04"]
+    assert await store.changes_after(25, 10) == []
+
+
+async def test_prune_keeps_the_newest_and_never_reuses_a_number(backend: Backend) -> None:
+    store = await backend.open()
+    try:
+        assert await store.prune_changes(5) == 0
+        assert await store.change_bounds() == (0, 0)
+        ns = await make_ns(store)
+        for i in range(20):
+            await store.put(ns, [w(f"k{i:02}")])
+        assert await store.change_bounds() == (0, 20)
+        assert await store.prune_changes(100) == 0
+        assert await store.prune_changes(5) == 15
+        assert await store.change_bounds() == (15, 20)
+        assert [r.key for r in await all_changes(store)] == [f"k{i:02}" for i in range(15, 20)]
+        assert [r.seq for r in await store.changes_after(3, 2)] == [16, 17]
+        assert await store.prune_changes(5) == 0
+        assert await store.prune_changes(0) == 5
+        assert await store.change_bounds() == (20, 20)
+        assert await all_changes(store) == []
+        (version,) = await store.put(ns, [w("after")])
+        assert await all_changes(store) == [ChangeRecord(21, ACCOUNT, ns, "after", version, False)]
+        assert await store.change_bounds() == (20, 21)
+        assert await store.prune_changes(0) == 1
+    finally:
+        await store.close()
+    reopened = await backend.open()  # the counter survives, even with no record left
+    try:
+        assert await reopened.change_bounds() == (21, 21)
+        await reopened.put(ns, [w("later")])
+        assert [r.seq for r in await all_changes(reopened)] == [22]
+    finally:
+        await reopened.close()
+
+
+async def test_prune_among_writes_of_one_group_reuses_no_number(store: Store) -> None:
+    ns = await make_ns(store)
+    jobs: list[Awaitable[object]] = []
+    for i in range(30):
+        jobs.append(store.put(ns, [w(f"k{i:02}")]))
+        if i % 3 == 1:
+            jobs.append(store.prune_changes(i % 2))
+    await asyncio.gather(*jobs)
+    floor, high = await store.change_bounds()
+    assert high == 30
+    records = await all_changes(store)
+    assert_contiguous(records, floor + 1)
+    assert records[-1].seq == 30
+    await store.put(ns, [w("next")])
+    assert (await store.changes_after(30, 10))[0].seq == 31
 
 
 # --- SQLite-only: the engine's own machinery. -------------------------------------------------

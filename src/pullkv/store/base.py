@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
 from pullkv.types import (
+    ChangeRecord,
     ListedKey,
     NamespaceRecord,
     SealedEntry,
@@ -119,6 +120,18 @@ class Store(Protocol):
         self, namespace_id: str, key: str, version: int, value: bytes, metadata: bytes | None
     ) -> bool:
         """Replace an entry's ciphertext if it is still at ``version``; the version is kept."""
+
+    # The change feed: every committed put, delete and namespace deletion adds a record in
+    # the same transaction as the data, numbered by a sequence that grows by one per record.
+    async def changes_after(self, seq: int, limit: int) -> list[ChangeRecord]:
+        """Up to ``limit`` change records with a sequence number above ``seq``, in order."""
+
+    async def change_bounds(self) -> tuple[int, int]:
+        """(floor, high): every record in (floor, high] is retained; ``high`` is the last
+        sequence number committed (0 for a new store)."""
+
+    async def prune_changes(self, keep: int) -> int:
+        """Drop change records older than the newest ``keep``; return how many went."""
 
     # Tokens.
     async def add_token(self, token: TokenRecord) -> None:

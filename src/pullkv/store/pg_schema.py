@@ -96,6 +96,25 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        3,
+        "the change feed: a record of every committed change, numbered without gaps",
+        """
+        -- Numbers are handed out by the write transactions under the clock row's lock, never
+        -- by a SEQUENCE (which leaves gaps and is not in commit order): feed_seq holds the
+        -- last one committed, even after pruning has removed its record (see postgres.py).
+        ALTER TABLE version_clock ADD COLUMN feed_seq bigint NOT NULL DEFAULT 0;
+        -- key NULL: the whole namespace was deleted.
+        CREATE TABLE changes (
+            seq bigint PRIMARY KEY,
+            account_id text COLLATE "C" NOT NULL,
+            namespace_id text COLLATE "C" NOT NULL,
+            key bytea,
+            version bigint NOT NULL,
+            deleted boolean NOT NULL
+        );
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -37,6 +37,18 @@ per version (10,000 of them for one bulk put). The price of the lock is that wri
 transactions never overlap, across origins as in one: the database commits one group at a
 time, as SQLite's one writer does, and the groups grow under load.
 
+The change feed: every put, delete and namespace deletion inserts its records into
+``changes`` in the statement that writes the data, numbered from the feed's high-water mark
+(``_FEED_HIGH``): the ``feed_seq`` counter of the clock row (the last number committed), or the
+newest record above it that this transaction has added. Numbers are handed out under the
+clock's lock, so they follow commit order across origins, and a record becomes visible only
+after every record below it; they are made in SQL, not in the writer's memory like versions,
+because how many records a write makes (a conditional write that fails its condition, the keys
+a rated write claims) is known only to the database, and asking would cost a round trip per
+write. A write rolled back (its savepoint or the group) takes its numbers with it, so there
+are no gaps; ``feed_seq`` is stored back before COMMIT, and a prune raises it first, so numbers
+are never reused even when every record has been pruned.
+
 Reads take a connection from a pool (autocommit: each read is one statement and one
 snapshot) and ask for binary results, so values arrive as bytes without hex decoding. Under
 load, concurrent point reads share queries (``_PointReads``): an origin's CPU, not the
@@ -66,6 +78,7 @@ from pullkv.store.base import NamespaceOrder, NamespaceStats, RatedWrite
 from pullkv.store.keyrange import live_keys_query
 from pullkv.store.pg_schema import migrate
 from pullkv.types import (
+    ChangeRecord,
     ListedKey,
     NamespaceRecord,
     SealedEntry,
@@ -272,9 +285,12 @@ class _Writer:
         self.reach_version(int(row[0]))
 
     async def _store_clock(self, conn: Conn, start: int) -> None:
+        # Every write that records changes takes a version, so the feed's counter is brought
+        # up to date here too.
         if self.last_version != start:
             await conn.execute(
-                "UPDATE version_clock SET version = %s WHERE id = 1", (self.last_version,)
+                f"UPDATE version_clock SET version = %s, feed_seq = {_FEED_HIGH} WHERE id = 1",
+                (self.last_version,),
             )
 
     async def _pipelined(
@@ -475,6 +491,16 @@ async def _claimed(cur: psycopg.AsyncCursor[TupleRow], operation: str) -> set[by
         raise errors.namespace_not_found(operation)
     return {bytes(k) for k in row[1] or ()}
 
+
+# The change feed's high-water mark inside a write transaction (which holds the clock row's
+# lock, so nobody else adds records meanwhile): the last number committed or raised by a
+# prune, or the newest record above it that this transaction has added. A statement reads it
+# once, before its own records, which take the numbers after it in order.
+_FEED_HIGH = (
+    "(SELECT coalesce((SELECT max(seq) FROM changes WHERE seq > f.feed_seq), f.feed_seq) "
+    "FROM version_clock f WHERE f.id = 1)"
+)
+_RECORD = "INSERT INTO changes (seq, account_id, namespace_id, key, version, deleted) "
 
 _UPSERT_ENTRY = (
     " ON CONFLICT (namespace_id, key) DO UPDATE SET value = excluded.value, "
@@ -718,10 +744,20 @@ class PostgresStore:
     async def delete_namespace(self, namespace_id: str) -> bool:
         """Delete a namespace and every key in it; False if it did not exist."""
 
-        async def job(conn: Conn, _: _Writer) -> _Deferred[bool]:
-            cur = await conn.execute("DELETE FROM namespaces WHERE id = %s", (namespace_id,))
+        async def job(conn: Conn, writer: _Writer) -> _Deferred[bool]:
+            cur = await conn.execute(
+                "WITH gone AS (DELETE FROM namespaces WHERE id = %s RETURNING account_id), "
+                f"rec AS ({_RECORD}SELECT {_FEED_HIGH} + 1, account_id, %s, NULL, %s, true "
+                "FROM gone) SELECT count(*) FROM gone",
+                (namespace_id, namespace_id, writer.allocate_version()),
+            )
             await conn.execute("DELETE FROM entries WHERE namespace_id = %s", (namespace_id,))
-            return _Deferred(lambda: _done(cur.rowcount > 0))
+
+            async def finish() -> bool:
+                row = await cur.fetchone()
+                return row is not None and int(row[0]) > 0
+
+            return _Deferred(finish)
 
         return await self._write(job)
 
@@ -765,37 +801,51 @@ class PostgresStore:
             # (one INSERT may not touch a row twice).
             last = {w.key: i for i, w in enumerate(writes)}
             chosen = sorted(last.values())
-            exists = "WHERE EXISTS (SELECT 1 FROM namespaces WHERE id = %s)"
-            if len(chosen) == 1:
-                write = writes[chosen[0]]
+            # Every write is recorded, a key written twice included, as SQLite does.
+            ns = "WITH ns AS (SELECT account_id FROM namespaces WHERE id = %s), "
+            exists = "WHERE EXISTS (SELECT 1 FROM ns)"
+            if len(writes) == 1:
+                write = writes[0]
+                raw = write.key.encode("utf-8")
                 cur = await conn.execute(
+                    f"{ns}rec AS ({_RECORD}SELECT {_FEED_HIGH} + 1, account_id, %s, %s::bytea, "
+                    "%s::bigint, false FROM ns) "
                     "INSERT INTO entries (namespace_id, key, value, metadata, expiration, version) "
                     "SELECT %s::text, %s::bytea, %s::bytea, %s::bytea, %s::bigint, %s::bigint "
                     f"{exists}{_UPSERT_ENTRY}",
                     (
                         namespace_id,
-                        write.key.encode("utf-8"),
+                        namespace_id,
+                        raw,
+                        versions[0],
+                        namespace_id,
+                        raw,
                         write.value,
                         write.metadata,
                         write.expiration,
-                        versions[chosen[0]],
-                        namespace_id,
+                        versions[0],
                     ),
                 )
             else:
                 cur = await conn.execute(
+                    f"{ns}rec AS ({_RECORD}SELECT {_FEED_HIGH} + r.i, ns.account_id, %s, r.k, "
+                    "r.ver, false FROM ns, unnest(%s::bytea[], %s::bigint[]) WITH ORDINALITY "
+                    "AS r(k, ver, i)) "
                     "INSERT INTO entries (namespace_id, key, value, metadata, expiration, version) "
                     "SELECT %s::text, k, v, m, e, ver FROM unnest(%s::bytea[], %s::bytea[], "
                     "%s::bytea[], %s::bigint[], %s::bigint[]) AS u(k, v, m, e, ver) "
                     f"{exists}{_UPSERT_ENTRY}",
                     (
                         namespace_id,
+                        namespace_id,
+                        [w.key.encode("utf-8") for w in writes],
+                        versions,
+                        namespace_id,
                         [writes[i].key.encode("utf-8") for i in chosen],
                         [writes[i].value for i in chosen],
                         [writes[i].metadata for i in chosen],
                         [writes[i].expiration for i in chosen],
                         [versions[i] for i in chosen],
-                        namespace_id,
                     ),
                 )
 
@@ -819,14 +869,18 @@ class PostgresStore:
             return await self._delete_conditional(namespace_id, keys[0], condition)
 
         async def job(conn: Conn, writer: _Writer) -> _Deferred[int]:
-            cur = await conn.execute(
-                "WITH ns AS (SELECT 1 FROM namespaces WHERE id = %s), "
-                "gone AS (DELETE FROM entries WHERE namespace_id = %s "
-                "AND key = ANY(%s::bytea[]) AND EXISTS (SELECT 1 FROM ns)) "
-                "SELECT count(*) FROM ns",
-                (namespace_id, namespace_id, [k.encode("utf-8") for k in keys]),
-            )
             version = writer.allocate_version()
+            raw = [k.encode("utf-8") for k in keys]
+            # One record per key named, deleted or not, all at the delete's version.
+            cur = await conn.execute(
+                "WITH ns AS (SELECT account_id FROM namespaces WHERE id = %s), "
+                "gone AS (DELETE FROM entries WHERE namespace_id = %s "
+                "AND key = ANY(%s::bytea[]) AND EXISTS (SELECT 1 FROM ns)), "
+                f"rec AS ({_RECORD}SELECT {_FEED_HIGH} + r.i, ns.account_id, %s, r.k, %s, true "
+                "FROM ns, unnest(%s::bytea[]) WITH ORDINALITY AS r(k, i)) "
+                "SELECT count(*) FROM ns",
+                (namespace_id, namespace_id, raw, namespace_id, version, raw),
+            )
 
             async def finish() -> int:
                 row = await cur.fetchone()
@@ -850,18 +904,22 @@ class PostgresStore:
         async def job(conn: Conn, writer: _Writer) -> _Checked | _Deferred[_Checked]:
             version = writer.allocate_version()
             holds, holds_params = _condition_sql(condition)
+            # ``ok``: the namespace's account, if it exists and the condition holds.
             cur = await conn.execute(
-                f"WITH {_LIVE_VERSION}, written AS (INSERT INTO entries "
+                f"WITH {_LIVE_VERSION}, ok AS (SELECT account_id FROM namespaces "
+                f"WHERE id = %s AND {holds}), written AS (INSERT INTO entries "
                 "(namespace_id, key, value, metadata, expiration, version) "
                 "SELECT %s::text, %s::bytea, %s::bytea, %s::bytea, %s::bigint, %s::bigint "
-                f"WHERE EXISTS (SELECT 1 FROM namespaces WHERE id = %s) AND {holds}"
-                f"{_UPSERT_ENTRY} RETURNING 1) "
-                "SELECT (SELECT count(*) FROM namespaces WHERE id = %s), "
-                "(SELECT version FROM cur), (SELECT count(*) FROM written)",
+                f"WHERE EXISTS (SELECT 1 FROM ok){_UPSERT_ENTRY}), "
+                f"rec AS ({_RECORD}SELECT {_FEED_HIGH} + 1, account_id, %s, %s::bytea, "
+                "%s::bigint, false FROM ok) "
+                "SELECT (SELECT count(*) FROM namespaces WHERE id = %s), (SELECT version FROM cur)",
                 (
                     namespace_id,
                     raw,
                     writer.now(),
+                    namespace_id,
+                    *holds_params,
                     namespace_id,
                     raw,
                     write.value,
@@ -869,7 +927,8 @@ class PostgresStore:
                     write.expiration,
                     version,
                     namespace_id,
-                    *holds_params,
+                    raw,
+                    version,
                     namespace_id,
                 ),
             )
@@ -890,14 +949,31 @@ class PostgresStore:
         raw = key.encode("utf-8")
 
         async def job(conn: Conn, writer: _Writer) -> _Checked | _Deferred[_Checked]:
-            holds, holds_params = _condition_sql(condition)
-            cur = await conn.execute(
-                f"WITH {_LIVE_VERSION}, gone AS (DELETE FROM entries WHERE namespace_id = %s "
-                f"AND key = %s AND {holds}) "
-                "SELECT (SELECT count(*) FROM namespaces WHERE id = %s), (SELECT version FROM cur)",
-                (namespace_id, raw, writer.now(), namespace_id, raw, *holds_params, namespace_id),
-            )
             version = writer.allocate_version()
+            holds, holds_params = _condition_sql(condition)
+            # ``ok``: the namespace's account, if it exists and the condition holds; the
+            # delete is recorded then, whether or not the key was there.
+            cur = await conn.execute(
+                f"WITH {_LIVE_VERSION}, ok AS (SELECT account_id FROM namespaces "
+                f"WHERE id = %s AND {holds}), gone AS (DELETE FROM entries "
+                "WHERE namespace_id = %s AND key = %s AND EXISTS (SELECT 1 FROM ok)), "
+                f"rec AS ({_RECORD}SELECT {_FEED_HIGH} + 1, account_id, %s, %s::bytea, "
+                "%s::bigint, true FROM ok) "
+                "SELECT (SELECT count(*) FROM namespaces WHERE id = %s), (SELECT version FROM cur)",
+                (
+                    namespace_id,
+                    raw,
+                    writer.now(),
+                    namespace_id,
+                    *holds_params,
+                    namespace_id,
+                    raw,
+                    namespace_id,
+                    raw,
+                    version,
+                    namespace_id,
+                ),
+            )
 
             async def finish() -> _Checked:
                 return _condition_outcome(await cur.fetchone(), "delete", version)
@@ -939,14 +1015,17 @@ class PostgresStore:
                     "SELECT * FROM unnest(%s::bytea[], %s::bytea[], %s::bytea[], %s::bigint[], "
                     "%s::bigint[])"
                 )
+            # The keys written are recorded in version order.
             cur = await conn.execute(
-                "WITH ns AS (SELECT 1 FROM namespaces WHERE id = %s), "
+                "WITH ns AS (SELECT account_id FROM namespaces WHERE id = %s), "
                 f"u (k, v, m, e, ver) AS ({rows}), {_CLAIM_KEYS}, "
                 "written AS (INSERT INTO entries "
                 "(namespace_id, key, value, metadata, expiration, version) "
                 "SELECT %s::text, u.k, u.v, u.m, u.e, u.ver FROM u JOIN claimed c ON c.key = u.k"
-                f"{_UPSERT_ENTRY}) {_CLAIMED}",
-                (namespace_id, *columns, namespace_id, min_interval, namespace_id),
+                f"{_UPSERT_ENTRY}), rec AS ({_RECORD}SELECT {_FEED_HIGH} + row_number() OVER "
+                "(ORDER BY u.ver), ns.account_id, %s, u.k, u.ver, false "
+                f"FROM ns, u JOIN claimed c ON c.key = u.k) {_CLAIMED}",
+                (namespace_id, *columns, namespace_id, min_interval, namespace_id, namespace_id),
             )
 
             async def finish() -> RatedWrite:
@@ -972,20 +1051,30 @@ class PostgresStore:
         raw = [k.encode("utf-8") for k in unique]
 
         async def job(conn: Conn, writer: _Writer) -> _Deferred[RatedWrite]:
-            rows = "SELECT %s::bytea" if len(raw) == 1 else "SELECT * FROM unnest(%s::bytea[])"
+            version = writer.allocate_version()
+            rows = (
+                "SELECT %s::bytea, 1::bigint"
+                if len(raw) == 1
+                else "SELECT * FROM unnest(%s::bytea[]) WITH ORDINALITY"
+            )
+            # The keys deleted are recorded in the order given, all at the delete's version.
             cur = await conn.execute(
-                f"WITH ns AS (SELECT 1 FROM namespaces WHERE id = %s), u (k) AS ({rows}), "
-                f"{_CLAIM_KEYS}, gone AS (DELETE FROM entries e USING claimed c "
-                f"WHERE e.namespace_id = %s AND e.key = c.key) {_CLAIMED}",
+                f"WITH ns AS (SELECT account_id FROM namespaces WHERE id = %s), "
+                f"u (k, i) AS ({rows}), {_CLAIM_KEYS}, gone AS (DELETE FROM entries e "
+                "USING claimed c WHERE e.namespace_id = %s AND e.key = c.key), "
+                f"rec AS ({_RECORD}SELECT {_FEED_HIGH} + row_number() OVER (ORDER BY u.i), "
+                "ns.account_id, %s, u.k, %s::bigint, true "
+                f"FROM ns, u JOIN claimed c ON c.key = u.k) {_CLAIMED}",
                 (
                     namespace_id,
                     raw[0] if len(raw) == 1 else raw,
                     namespace_id,
                     min_interval,
                     namespace_id,
+                    namespace_id,
+                    version,
                 ),
             )
-            version = writer.allocate_version()
 
             async def finish() -> RatedWrite:
                 claimed = await _claimed(cur, "delete")
@@ -1058,6 +1147,55 @@ class PostgresStore:
                 (value, metadata, namespace_id, key.encode("utf-8"), version),
             )
             return _Deferred(lambda: _done(cur.rowcount == 1))
+
+        return await self._write(job)
+
+    # The change feed. Write transactions commit one at a time in sequence order (the clock
+    # row's lock), so a reader's snapshot always holds every record up to some number and
+    # none above it: paging by sequence number misses nothing.
+    async def changes_after(self, seq: int, limit: int) -> list[ChangeRecord]:
+        """Up to ``limit`` change records with a sequence number above ``seq``, in order."""
+        rows = await self._rows(
+            "SELECT seq, account_id, namespace_id, key, version, deleted FROM changes "
+            "WHERE seq > %s ORDER BY seq LIMIT %s",
+            (seq, limit),
+        )
+        return [
+            ChangeRecord(
+                int(r[0]),
+                str(r[1]),
+                str(r[2]),
+                None if r[3] is None else bytes(r[3]).decode("utf-8"),
+                int(r[4]),
+                bool(r[5]),
+            )
+            for r in rows
+        ]
+
+    async def change_bounds(self) -> tuple[int, int]:
+        """(floor, high): every record in (floor, high] is retained."""
+        # One statement, so both figures come from one snapshot.
+        row = await self._one(
+            "SELECT f.feed_seq, (SELECT min(seq) FROM changes) FROM version_clock f WHERE f.id = 1"
+        )
+        if row is None:
+            return 0, 0
+        high = int(row[0])
+        return (high if row[1] is None else int(row[1]) - 1), high
+
+    async def prune_changes(self, keep: int) -> int:
+        """Drop change records older than the newest ``keep``; return how many went."""
+
+        async def job(conn: Conn, _: _Writer) -> _Deferred[int]:
+            # The counter is raised to the high-water mark first: were the newest records of
+            # this transaction pruned, later writes would otherwise reuse their numbers.
+            cur = await conn.execute(
+                f"WITH h AS (SELECT {_FEED_HIGH} AS high), "
+                "bump AS (UPDATE version_clock SET feed_seq = h.high FROM h WHERE id = 1) "
+                "DELETE FROM changes WHERE seq <= (SELECT high FROM h) - %s",
+                (keep,),
+            )
+            return _Deferred(lambda: _done(cur.rowcount))
 
         return await self._write(job)
 

@@ -28,6 +28,7 @@ from pullkv.durable import fsync_path, make_dirs
 from pullkv.store.base import NamespaceOrder, NamespaceStats
 from pullkv.store.keyrange import live_keys_query, prefix_upper_bound
 from pullkv.types import (
+    ChangeRecord,
     ListedKey,
     NamespaceRecord,
     SealedEntry,
@@ -79,7 +80,21 @@ CREATE TABLE IF NOT EXISTS tokens (
 );
 CREATE INDEX IF NOT EXISTS tokens_account ON tokens (account_id);
 CREATE TABLE IF NOT EXISTS data_keys (id INTEGER PRIMARY KEY, wrapped BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    account_id TEXT NOT NULL,
+    namespace_id TEXT NOT NULL,
+    key BLOB,
+    version INTEGER NOT NULL,
+    deleted INTEGER NOT NULL
+);
 """
+
+# AUTOINCREMENT: a sequence number is never reused, even after the newest records are
+# pruned; a savepoint rolled back takes its numbers with it, so the sequence has no gaps.
+_RECORD_CHANGE = (
+    "INSERT INTO changes(account_id, namespace_id, key, version, deleted) VALUES (?, ?, ?, ?, ?)"
+)
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -427,10 +442,16 @@ class SQLiteStore:
     async def delete_namespace(self, namespace_id: str) -> bool:
         """Delete a namespace and every key in it; False if it did not exist."""
 
-        def job(conn: sqlite3.Connection, _: _Writer) -> bool:
-            cur = conn.execute("DELETE FROM namespaces WHERE id=?", (namespace_id,))
+        def job(conn: sqlite3.Connection, writer: _Writer) -> bool:
+            row = conn.execute(
+                "SELECT account_id FROM namespaces WHERE id=?", (namespace_id,)
+            ).fetchone()
+            if row is None:
+                return False
+            conn.execute("DELETE FROM namespaces WHERE id=?", (namespace_id,))
             conn.execute("DELETE FROM entries WHERE namespace_id=?", (namespace_id,))
-            return cur.rowcount > 0
+            conn.execute(_RECORD_CHANGE, (row[0], namespace_id, None, writer.allocate_version(), 1))
+            return True
 
         return await self._writer.submit(job)
 
@@ -478,7 +499,7 @@ class SQLiteStore:
         """Write all or none, durably; return each write's version."""
 
         def job(conn: sqlite3.Connection, writer: _Writer) -> list[int]:
-            _require_namespace(conn, namespace_id, "put")
+            account_id = _require_namespace(conn, namespace_id, "put")
             versions = []
             for write in writes:
                 if write.condition is not None:
@@ -500,6 +521,13 @@ class SQLiteStore:
                     ),
                 )
                 versions.append(version)
+            conn.executemany(
+                _RECORD_CHANGE,
+                [
+                    (account_id, namespace_id, w.key.encode("utf-8"), v, 0)
+                    for w, v in zip(writes, versions, strict=True)
+                ],
+            )
             return versions
 
         return await self._writer.submit(job)
@@ -511,15 +539,20 @@ class SQLiteStore:
         With a ``condition``, every key must meet it or nothing is deleted (412)."""
 
         def job(conn: sqlite3.Connection, writer: _Writer) -> int:
-            _require_namespace(conn, namespace_id, "delete")
+            account_id = _require_namespace(conn, namespace_id, "delete")
             if condition is not None:
                 for key in keys:
                     _check(conn, namespace_id, key, condition, writer.now())
+            encoded = [k.encode("utf-8") for k in keys]
             conn.executemany(
                 "DELETE FROM entries WHERE namespace_id=? AND key=?",
-                [(namespace_id, k.encode("utf-8")) for k in keys],
+                [(namespace_id, k) for k in encoded],
             )
-            return writer.allocate_version()
+            version = writer.allocate_version()
+            conn.executemany(
+                _RECORD_CHANGE, [(account_id, namespace_id, k, version, 1) for k in encoded]
+            )
+            return version
 
         return await self._writer.submit(job)
 
@@ -587,6 +620,56 @@ class SQLiteStore:
                 (value, metadata, namespace_id, key.encode("utf-8"), version),
             )
             return cur.rowcount == 1
+
+        return await self._writer.submit(job)
+
+    # The change feed.
+    async def changes_after(self, seq: int, limit: int) -> list[ChangeRecord]:
+        """Up to ``limit`` change records with a sequence number above ``seq``, in order."""
+        rows = (
+            self._reader()
+            .execute(
+                "SELECT seq, account_id, namespace_id, key, version, deleted FROM changes "
+                "WHERE seq > ? ORDER BY seq LIMIT ?",
+                (seq, limit),
+            )
+            .fetchall()
+        )
+        return [
+            ChangeRecord(
+                int(r[0]),
+                r[1],
+                r[2],
+                None if r[3] is None else bytes(r[3]).decode("utf-8"),
+                int(r[4]),
+                bool(r[5]),
+            )
+            for r in rows
+        ]
+
+    async def change_bounds(self) -> tuple[int, int]:
+        """(floor, high): every record in (floor, high] is retained."""
+        conn = self._reader()
+        # One read transaction, so the two figures describe the same moment.
+        conn.execute("BEGIN")
+        try:
+            row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name='changes'").fetchone()
+            high = 0 if row is None else int(row[0])
+            (oldest,) = conn.execute("SELECT min(seq) FROM changes").fetchone()
+        finally:
+            conn.execute("COMMIT")
+        return (high if oldest is None else int(oldest) - 1), high
+
+    async def prune_changes(self, keep: int) -> int:
+        """Drop change records older than the newest ``keep``; return how many went."""
+
+        def job(conn: sqlite3.Connection, _: _Writer) -> int:
+            row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name='changes'").fetchone()
+            if row is None:
+                return 0
+            return conn.execute(
+                "DELETE FROM changes WHERE seq <= ?", (int(row[0]) - keep,)
+            ).rowcount
 
         return await self._writer.submit(job)
 
@@ -751,9 +834,12 @@ class SQLiteStore:
         await self._writer.submit(job)
 
 
-def _require_namespace(conn: sqlite3.Connection, namespace_id: str, operation: str) -> None:
-    if conn.execute("SELECT 1 FROM namespaces WHERE id=?", (namespace_id,)).fetchone() is None:
+def _require_namespace(conn: sqlite3.Connection, namespace_id: str, operation: str) -> str:
+    """The namespace's account; 404 if there is no such namespace."""
+    row = conn.execute("SELECT account_id FROM namespaces WHERE id=?", (namespace_id,)).fetchone()
+    if row is None:
         raise errors.namespace_not_found(operation)
+    return str(row[0])
 
 
 def _check(
