@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from pullkv.feed.log import FeedSource
 from pullkv.store.base import NamespaceOrder, NamespaceStats
 from pullkv.types import (
     ListedKey,
@@ -102,6 +103,11 @@ class KeySource(Protocol):
 
 class Backend(TokenSource, KeySource, Protocol):
     """The authoritative data as the KV service sees it, scoped by account."""
+
+    # The change feed this backend serves to edges below (``/pullkv/v1/changes``), if any.
+    @property
+    def feed(self) -> FeedSource | None:
+        """The feed's source: a store's records, or an edge's relay of its upstream's."""
 
     async def close(self) -> None:
         """Release resources."""

@@ -86,6 +86,39 @@ class Metrics:
             "pullkv_cache_evictions", "Items evicted from the cache since start.", registry=r
         )
 
+        # The change feed.
+        self.feed_invalidations = Counter(
+            "pullkv_feed_invalidations",
+            "Feed changes applied to the cache: invalidated, ignored (not newer than the "
+            "entry held, or nothing held), namespace (a namespace deleted), reset.",
+            ["outcome"],
+            registry=r,
+        )
+        self.feed_messages = Counter(
+            "pullkv_feed_messages",
+            "Feed messages from the upstream by kind: change, beat, reset; and gap, dropped "
+            "(--feed-loss), silence (no message in time).",
+            ["kind"],
+            registry=r,
+        )
+        self.feed_subscriptions = Counter(
+            "pullkv_feed_subscriptions",
+            "Subscriptions to the upstream's feed by outcome: opened, failed.",
+            ["outcome"],
+            registry=r,
+        )
+        self.feed_position = Gauge(
+            "pullkv_feed_position", "The last feed sequence number this edge has.", registry=r
+        )
+        self.feed_silence = Gauge(
+            "pullkv_feed_silence_seconds",
+            "Seconds since the upstream's feed was last heard.",
+            registry=r,
+        )
+        self.feed_streams = Gauge(
+            "pullkv_feed_streams", "Feed streams this node is serving.", registry=r
+        )
+
     def watch_cache(
         self,
         size: Callable[[], float],

@@ -29,6 +29,9 @@ from pullkv.edge.backend import EdgeBackend
 from pullkv.edge.cache import CachePolicy
 from pullkv.edge.upstream import UPSTREAM_TOKEN_ENV, UpstreamBackend
 from pullkv.errors import KVError, StoreMaintenanceError
+from pullkv.feed.log import StoreFeed
+from pullkv.feed.policy import FeedPolicy
+from pullkv.feed.subscriber import FeedSubscriber, follow_in_process
 from pullkv.http.app import App
 from pullkv.http.hot import HotReads
 from pullkv.keyring import KeyringHolder, ensure_keyring
@@ -45,6 +48,8 @@ log = logging.getLogger("pullkv.node")
 ADMIN_TOKEN_FILE = "admin-token"
 ACCOUNT_SETTING = "default_account_id"
 ADMIN_TOKEN_SETTING = "admin_token_id"
+# Names the store's change-feed sequence space: an edge's position means nothing elsewhere.
+FEED_SETTING = "feed_id"
 PURGE_BATCH = 1000
 READY_CACHE_SECONDS = 1.0
 
@@ -81,6 +86,9 @@ class NodeConfig:
     policy: CachePolicy = field(default_factory=CachePolicy)
     edge: EdgeSettings | None = None
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    feed: FeedPolicy = field(default_factory=FeedPolicy)
+    invalidation: bool = True  # an edge follows its upstream's change feed
+    feed_loss: float = 0.0  # fraction of feed messages an edge drops (tests and demos)
 
 
 @dataclass
@@ -263,6 +271,10 @@ async def start_node(config: NodeConfig, clock: Callable[[], float] = time.time)
     background: list[Callable[[], Coroutine[Any, Any, None]]] = [
         lambda: purge_loop(store, clock, config.purge_interval)
     ]
+    feed = await _open_feed(store, config.feed)
+    local.feed = feed
+    background.append(feed.run)
+    metrics.feed_streams.set_function(lambda: feed.streams)
     if config.role == "origin":
         front: Backend = local
         close: Callable[[], Coroutine[Any, Any, None]] = local.close
@@ -276,6 +288,9 @@ async def start_node(config: NodeConfig, clock: Callable[[], float] = time.time)
             epoch=clock,
         )
         front, close = edge, edge.close
+        if config.invalidation:
+            # Other origins may share the store: their writes reach this cache as changes.
+            background.append(lambda: follow_in_process(feed, edge.invalidate, feed.policy.page))
     if lock is not None:
         close = _then_release(close, lock)
     service = KVService(front, keyring, config.limits, clock)
@@ -292,9 +307,22 @@ async def start_node(config: NodeConfig, clock: Callable[[], float] = time.time)
         on_shutdown=close,
         hot=hot,
     )
+    app.on_drain = feed.stop_streams
     app.facts = NodeFacts(config.role, clock(), cached=config.role == "serve")
     app.clock = clock
     return Node(config.role, app, metrics, account_id, admin_source, master_source, None, front)
+
+
+async def _open_feed(store: Store, policy: FeedPolicy) -> StoreFeed:
+    """The store's change feed, from its current end."""
+    try:
+        feed_id = await store.setdefault_setting(FEED_SETTING, uuid.uuid4().hex)
+        feed = StoreFeed(store, feed_id, policy)
+        await feed.open()
+    except KVError as exc:
+        await store.close()
+        raise NodeError(exc.message) from None
+    return feed
 
 
 def _then_release(
@@ -334,6 +362,7 @@ async def _start_edge(config: NodeConfig, metrics: Metrics, clock: Callable[[], 
         default_ttl=config.limits.default_cache_ttl,
         epoch=clock,
         upstream_name=settings.upstream,
+        feed_policy=config.feed,
     )
     keyring = KeyringHolder(edge, master_key, None, clock)
     await _check_master_key(keyring, edge, settings, master_source)
@@ -341,6 +370,21 @@ async def _start_edge(config: NodeConfig, metrics: Metrics, clock: Callable[[], 
     ready = _cached_probe(lambda: edge.ready(upstream.probe))
     authenticator = Authenticator(edge, clock)
     cache_name = f"pullkv-{settings.location}"
+    background: list[Callable[[], Coroutine[Any, Any, None]]] = [lambda: _prefetch_keyring(keyring)]
+    metrics.feed_streams.set_function(lambda: edge.feed.streams)
+    if config.invalidation:
+        subscriber = FeedSubscriber(
+            upstream.changes,
+            edge.feed,
+            edge.invalidate,
+            edge.invalidate_all,
+            config.feed,
+            metrics,
+            loss=config.feed_loss,
+            # One way of the simulated round trip (--upstream-latency-ms).
+            delay=settings.latency / 2,
+        )
+        background.append(subscriber.run)
     app = App(
         service,
         authenticator,
@@ -348,10 +392,11 @@ async def _start_edge(config: NodeConfig, metrics: Metrics, clock: Callable[[], 
         internal=edge,
         ready=ready,
         cache_name=cache_name,
-        background=[lambda: _prefetch_keyring(keyring)],
+        background=background,
         on_shutdown=edge.close,
         hot=HotReads(edge, keyring, authenticator, config.limits, cache_name),
     )
+    app.on_drain = edge.feed.stop_streams
     app.facts = NodeFacts("edge", clock(), settings.location, settings.upstream, cached=True)
     app.clock = clock
     return Node("edge", app, metrics, None, None, master_source, settings.upstream, edge)

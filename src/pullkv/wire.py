@@ -26,6 +26,7 @@ from pullkv import errors
 from pullkv.backend import Fetched, WriteResult
 from pullkv.store.base import NamespaceOrder, NamespaceStats
 from pullkv.types import (
+    ChangeRecord,
     ListedKey,
     NamespaceRecord,
     SealedEntry,
@@ -869,3 +870,92 @@ class KeyringResponse:
         """The message from JSON; 400 naming the field if malformed."""
         keys = _Fields(data, "KeyringResponse").objects("keys")
         return cls(tuple((key.integer("key_id"), key.blob("wrapped")) for key in keys))
+
+
+# The change feed (``GET /pullkv/v1/changes``): a stream of JSON lines, one message each.
+# Every message says where in the sequence it starts (``from``): the subscriber's position
+# must equal it, or a message was lost and the subscriber resumes from its position.
+@dataclass(frozen=True, slots=True)
+class FeedChange:
+    """A change for the subscriber's account: there is none in (``start``, ``record.seq``)
+    but this one."""
+
+    start: int
+    record: ChangeRecord
+
+    def to_wire(self) -> dict[str, Any]:
+        r = self.record
+        return {
+            "t": "change",
+            "from": self.start,
+            "seq": r.seq,
+            "account": r.account_id,
+            "namespace": r.namespace_id,
+            "key": r.key,
+            "version": r.version,
+            "deleted": r.deleted,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class FeedBeat:
+    """A heartbeat: nothing more for the subscriber up to ``high``, the feed's high-water
+    mark, in the sequence space named ``feed``."""
+
+    start: int
+    high: int
+    feed: str
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"t": "beat", "from": self.start, "to": self.high, "feed": self.feed}
+
+
+@dataclass(frozen=True, slots=True)
+class FeedReset:
+    """The position asked for cannot be served (older than what is retained, or of another
+    sequence space): the subscriber must revalidate everything it holds, then continue from
+    ``high``."""
+
+    high: int
+    feed: str
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"t": "reset", "to": self.high, "feed": self.feed}
+
+
+FeedMessage = FeedChange | FeedBeat | FeedReset
+
+
+def encode_feed(messages: list[FeedMessage]) -> bytes:
+    """Messages as JSON lines."""
+    return b"".join(
+        json.dumps(m.to_wire(), separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+        for m in messages
+    )
+
+
+def decode_feed_line(line: bytes | str) -> FeedMessage:
+    """One line of the feed, checked."""
+    fields = _Fields(parse_json(line, "feed message"), "feed message")
+    kind = fields.text("t")
+    if kind == "change":
+        record = ChangeRecord(
+            fields.integer("seq"),
+            fields.text("account"),
+            fields.text("namespace"),
+            fields.optional_text("key"),
+            fields.integer("version"),
+            fields.flag("deleted"),
+        )
+        start = fields.integer("from")
+        if start >= record.seq:
+            raise _malformed("feed message.from", "must be below seq")
+        return FeedChange(start, record)
+    if kind == "beat":
+        start, high = fields.integer("from"), fields.integer("to")
+        if high < start:
+            raise _malformed("feed message.to", "must not be below from")
+        return FeedBeat(start, high, fields.text("feed"))
+    if kind == "reset":
+        return FeedReset(fields.integer("to"), fields.text("feed"))
+    raise _malformed("feed message.t", "must be change, beat or reset")

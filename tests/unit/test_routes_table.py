@@ -81,7 +81,8 @@ def test_labels_are_the_route_names() -> None:
     rest_names = {route.name for route in routes.REST}
     assert {"get_value", "put_value", "bulk_get", "create_token", "revoke_token"} <= rest_names
     assert {route.name for route in routes.INTERNAL} == {
-        f"internal.{op}" for op in routes.INTERNAL_OPERATIONS
+        *(f"internal.{op}" for op in routes.INTERNAL_OPERATIONS),
+        "internal.changes",  # the feed: a GET, beside the POST operations
     }
 
 

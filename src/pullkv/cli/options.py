@@ -229,6 +229,38 @@ cache_options = _apply(
 )
 
 
+# How an edge follows its upstream's change feed (pullkv edge, and the edges of cluster up).
+feed_options = _apply(
+    [
+        click.option(
+            "--invalidation",
+            type=click.Choice(["on", "off"]),
+            default=None,
+            help="Follow the upstream's change feed and drop cached entries that newer writes "
+            "replaced (default on; off: only TTLs bound staleness, as in Workers KV).",
+        ),
+        click.option(
+            "--feed-loss",
+            type=click.FloatRange(min=0, max=1),
+            default=None,
+            metavar="P",
+            help="Drop this fraction of the feed messages received, at random (for tests and "
+            "demos of a lossy feed; default 0).",
+        ),
+    ]
+)
+
+feed_retention_option = click.option(
+    "--feed-retention",
+    type=click.IntRange(min=1),
+    default=100_000,
+    show_default=True,
+    metavar="N",
+    help="Change records kept for edges catching up (an edge further behind revalidates "
+    "everything it holds).",
+)
+
+
 def _declared(options: Callable[[Callable[..., Any]], Callable[..., Any]]) -> dict[str, str]:
     """Parameter name -> option flag for what a decorator declares (read off a throwaway
     command, so the list cannot drift from the declarations above)."""
@@ -237,12 +269,13 @@ def _declared(options: Callable[[Callable[..., Any]], Callable[..., Any]]) -> di
 
 
 CACHE_OPTIONS = _declared(cache_options)
+FEED_OPTIONS = _declared(feed_options)
 
 
 def cache_flags(options: Mapping[str, Any]) -> list[str]:
-    """The cache options a command was given, as flags for an edge process it starts."""
+    """The cache and feed options a command was given, as flags for an edge it starts."""
     flags: list[str] = []
-    for name, flag in CACHE_OPTIONS.items():
+    for name, flag in {**CACHE_OPTIONS, **FEED_OPTIONS}.items():
         value = options.get(name)
         if value is not None:
             flags += [flag, str(value)]

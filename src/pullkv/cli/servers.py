@@ -13,12 +13,15 @@ from pullkv.cli.options import (
     cache_flags,
     cache_options,
     data_option,
+    feed_options,
+    feed_retention_option,
     listen_options,
     origin_options,
     parse_size,
     store_option,
 )
 from pullkv.edge.cache import CachePolicy
+from pullkv.feed.policy import FeedPolicy
 from pullkv.limits import DEFAULT_LIMITS, Limits
 
 CLUSTER_DATA = "./pullkv-cluster"
@@ -122,6 +125,7 @@ def _origin_config(role: str, options: dict[str, Any]) -> Any:
         limits=limits,
         group_commit=not options["no_group_commit"],
     )
+    config.feed = FeedPolicy(retention=options["feed_retention"])
     if role == "serve":
         config.cache_size = parse_size(options["cache_size"])
         config.policy = _policy(limits, options)
@@ -131,6 +135,7 @@ def _origin_config(role: str, options: dict[str, Any]) -> Any:
 @click.command()
 @listen_options
 @origin_options
+@feed_retention_option
 @cache_options
 def serve(**options: Any) -> None:
     """Run an origin and an edge in one process (on the embedded store unless --store)."""
@@ -140,6 +145,7 @@ def serve(**options: Any) -> None:
 @click.command()
 @listen_options
 @origin_options
+@feed_retention_option
 def origin(**options: Any) -> None:
     """Run an origin: the authoritative service on the store, which edges pull from."""
     _launch(_origin_config("origin", options), options)
@@ -189,6 +195,8 @@ def origin(**options: Any) -> None:
     "trying pullkv on one machine (pullkv cluster up --latency-ms sets it). Leave 0 in "
     "production.",
 )
+@feed_options
+@feed_retention_option
 def edge(**options: Any) -> None:
     """Run an edge: a cache in front of an origin or of another edge."""
     from pullkv.node import EdgeSettings, NodeConfig
@@ -212,6 +220,9 @@ def edge(**options: Any) -> None:
         cache_size=parse_size(options["cache_size"]),
         policy=_policy(limits, options),
         edge=settings,
+        feed=FeedPolicy(retention=options["feed_retention"]),
+        invalidation=options["invalidation"] != "off",
+        feed_loss=options["feed_loss"] or 0.0,
     )
     _launch(config, options)
 
@@ -254,6 +265,7 @@ def cluster() -> None:
     envvar=None,
 )
 @cache_options
+@feed_options
 def cluster_up(
     edges: int,
     latency_ms: float,

@@ -33,11 +33,14 @@ from pullkv.edge.cache import (
     ENTRY_EXPIRATION,
     FROZEN_ENTRY,
     FROZEN_VALIDATED_AT,
+    INVALIDATED,
     ByteLRU,
     CachePolicy,
     Freshness,
     ListSlot,
     ValueSlot,
+    answer_behind,
+    answer_older,
     freeze_slot,
     freshness,
     list_fresh,
@@ -46,14 +49,18 @@ from pullkv.edge.cache import (
     live,
     remaining,
     stale_usable,
+    supersedes,
     thaw_slot,
     upstream_failed,
 )
 from pullkv.edge.namespaces import NamespaceLookups
 from pullkv.edge.tokens import TokenRecords
+from pullkv.feed.log import FeedLog
+from pullkv.feed.policy import FeedPolicy
 from pullkv.metrics import Metrics
 from pullkv.store.base import NamespaceOrder, NamespaceStats
 from pullkv.types import (
+    ChangeRecord,
     ListedKey,
     NamespaceRecord,
     SealedEntry,
@@ -81,6 +88,8 @@ class _Pending:
     held: dict[str, SealedEntry | None] = field(default_factory=dict)
     futures: dict[str, asyncio.Future[Fetched]] = field(default_factory=dict)
     cache_ttl: int | None = None
+    # Keys asked again because a change newer than the first answer arrived meanwhile.
+    again: set[str] = field(default_factory=set)
 
 
 class EdgeBackend:
@@ -100,8 +109,11 @@ class EdgeBackend:
         breaker: BreakerPolicy | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         draw: Callable[[], float] = random.random,
+        feed_policy: FeedPolicy | None = None,
     ) -> None:
         self.upstream = upstream
+        # What this edge heard on its upstream's feed, relayed to the edges below it.
+        self.feed = FeedLog(feed_policy or FeedPolicy())
         self.upstream_name = upstream_name
         self.policy = policy
         self.default_ttl = default_ttl  # Limits.default_cache_ttl: for reads without one
@@ -115,6 +127,9 @@ class EdgeBackend:
         self._probe_now = asyncio.Event()  # a readiness check saw the upstream answer
         self.cache: ByteLRU[ValueKey | ListKey, Slot] = ByteLRU(capacity, freeze_slot, thaw_slot)
         self._inflight: dict[ValueKey, asyncio.Future[Fetched]] = {}
+        # The newest change (version, deleted) heard for a key while its fetch was out: the
+        # fetch's answer must not be older (held only while that fetch is out).
+        self._floors: dict[ValueKey, tuple[int, bool]] = {}
         self._pending: dict[tuple[str, str], _Pending] = {}
         self._write_seq = 0
         self._list_generation: dict[tuple[str, str], int] = {}
@@ -247,10 +262,7 @@ class EdgeBackend:
                 return Lookup(live(slot.entry, self.epoch()), info)
             raise
         self.metrics.cache_reads.labels("miss").inc()
-        current = self.cache.peek(cache_key)
-        entry = fetched.entry
-        if fetched.not_modified and isinstance(current, ValueSlot):
-            entry = current.entry
+        entry = self._newest(cache_key, fetched.entry)
         info = CacheInfo(
             hit=False,
             age=0,
@@ -259,6 +271,18 @@ class EdgeBackend:
             collapsed=collapsed,
         )
         return Lookup(live(entry, self.epoch()), info)
+
+    def _newest(self, cache_key: ValueKey, answered: SealedEntry | None) -> SealedEntry | None:
+        """What a reader of a fetch gets: its answer, unless the cache meanwhile holds a
+        newer version (a write through this edge, a strong read), so that this location
+        never answers with an older version than it already gave."""
+        current = self.cache.peek(cache_key)
+        # Even an entry a change made stale: it is still newer than this answer.
+        if isinstance(current, ValueSlot) and answer_older(
+            current.version, None if answered is None else answered.version
+        ):
+            return current.entry
+        return answered
 
     async def read_many(
         self, account_id: str, namespace_id: str, keys: Sequence[str], cache_ttl: int | None
@@ -364,6 +388,7 @@ class EdgeBackend:
         except BaseException as exc:
             for key, future in pending.futures.items():
                 self._forget_inflight(("v", account_id, namespace_id, key), future)
+                self._floors.pop(("v", account_id, namespace_id, key), None)
                 if not future.done():
                     future.set_exception(exc)
                     future.exception()  # a revalidation may have no reader: not "never retrieved"
@@ -373,18 +398,51 @@ class EdgeBackend:
         now = self.clock()
         for key, future in pending.futures.items():
             cache_key: ValueKey = ("v", account_id, namespace_id, key)
-            self._forget_inflight(cache_key, future)
             answer = answers.get(key)
             if answer is None:
+                self._forget_inflight(cache_key, future)
+                self._floors.pop(cache_key, None)
                 if not future.done():
                     future.set_exception(errors.store_unavailable("upstream answer missed a key"))
                     future.exception()
                 continue
             if answer.not_modified:
                 answer = Fetched(pending.held.get(key), not_modified=True)
+            floor = self._floors.pop(cache_key, None)
+            if (
+                floor is not None
+                and key not in pending.again
+                and self._inflight.get(cache_key) is future
+                and answer_behind(*floor, None if answer.entry is None else answer.entry.version)
+            ):
+                # A change newer than this answer arrived while it was on its way: ask once
+                # more (the upstream has seen the change by now), keeping the readers waiting
+                # rather than giving them a version this location knows is gone.
+                self._fetch_again(cache_key, future, pending.cache_ttl)
+                continue
+            self._forget_inflight(cache_key, future)
             self._store_fetched(cache_key, answer, now, started_seq)
             if not future.done():
+                entry = self._newest(cache_key, answer.entry)
+                if entry is not answer.entry:
+                    answer = Fetched(entry)
                 future.set_result(answer)
+
+    def _fetch_again(
+        self, cache_key: ValueKey, future: asyncio.Future[Fetched], ttl: int | None
+    ) -> None:
+        """Put a key back in the next batch, unconditionally, for the readers of ``future``."""
+        _, account_id, namespace_id, key = cache_key
+        group = (account_id, namespace_id)
+        pending = self._pending.get(group)
+        if pending is None:
+            pending = self._pending[group] = _Pending()
+            asyncio.get_running_loop().call_soon(self._flush, group)
+        pending.keys[key] = None
+        pending.held[key] = None
+        pending.futures[key] = future
+        pending.again.add(key)
+        pending.cache_ttl = max(pending.cache_ttl or 0, ttl or 0) or None
 
     def _forget_inflight(self, cache_key: ValueKey, future: asyncio.Future[Fetched]) -> None:
         # Only this fetch's own entry: once the breaker abandoned it, a newer fetch of the
@@ -396,14 +454,28 @@ class EdgeBackend:
         self, cache_key: ValueKey, answer: Fetched, now: float, started_seq: int
     ) -> None:
         current = self.cache.peek(cache_key)
-        if isinstance(current, ValueSlot) and current.written_seq > started_seq:
-            return  # a write through this edge landed after the fetch left: it is newer
+        answered = None if answer.entry is None else answer.entry.version
+        if isinstance(current, ValueSlot):
+            if current.written_seq > started_seq and (
+                answered is None or answered <= current.version
+            ):
+                return  # a write through this edge landed after the fetch left: it is newer
+            if answer_older(current.version, answered):
+                return  # never replace a newer version with an older one
         if answer.not_modified:
-            if isinstance(current, ValueSlot):
+            if isinstance(current, ValueSlot) and not current.behind:
                 self.cache.update(cache_key, current._replace(validated_at=now))
             return
         entry = answer.entry
-        slot = ValueSlot(entry, entry.version if entry else 0, now)
+        slot = ValueSlot(entry, answered or 0, now)
+        if (
+            isinstance(current, ValueSlot)
+            and answered is not None
+            and answered < current.superseded_by
+        ):
+            # Still behind a change the feed announced (an upstream tier not caught up yet):
+            # keep it, but ask again at the next read.
+            slot = slot._replace(validated_at=INVALIDATED, superseded_by=current.superseded_by)
         self.cache.put(cache_key, slot, slot.size(len(cache_key[3].encode())))
 
     def _revalidate(self, cache_key: ValueKey, slot: ValueSlot, ttl: int) -> None:
@@ -521,12 +593,67 @@ class EdgeBackend:
     def _cache_written(
         self, cache_key: ValueKey, entry: SealedEntry | None, version: int, now: float
     ) -> None:
+        current = self.cache.peek(cache_key)
+        if isinstance(current, ValueSlot) and answer_older(current.version, version):
+            # Acknowledgements of concurrent writes to one key may arrive out of order:
+            # the one acknowledged first may be the newer.
+            return
         slot = ValueSlot(entry, version, now, self._write_seq)
+        if isinstance(current, ValueSlot) and version < current.superseded_by:
+            # The feed already announced a newer write (by another location): this one is
+            # stored, and fetched past at the next read.
+            slot = slot._replace(validated_at=INVALIDATED, superseded_by=current.superseded_by)
         self.cache.put(cache_key, slot, slot.size(len(cache_key[3].encode())))
 
     def _bump_lists(self, account_id: str, namespace_id: str) -> None:
         group = (account_id, namespace_id)
         self._list_generation[group] = self._list_generation.get(group, 0) + 1
+
+    # The change feed (``feed.subscriber`` calls these).
+    def invalidate(self, change: ChangeRecord) -> bool:
+        """Apply a change heard on the feed: the cached entry of its key goes stale if the
+        change is newer than it (a late or duplicated message changes nothing), a fetch of
+        the key already out is checked against it, and the namespace's cached lists go.
+        True if an entry was invalidated."""
+        account_id, namespace_id = change.account_id, change.namespace_id
+        self._bump_lists(account_id, namespace_id)
+        if change.key is None:  # the namespace was deleted
+            self.namespaces.forget(account_id, namespace_id)
+            self._drop_namespace(account_id, namespace_id)
+            self.metrics.feed_invalidations.labels("namespace").inc()
+            return True
+        cache_key: ValueKey = ("v", account_id, namespace_id, change.key)
+        if cache_key in self._inflight:
+            held = self._floors.get(cache_key)
+            if held is None or held[0] < change.version:
+                self._floors[cache_key] = (change.version, change.deleted)
+        current = self.cache.peek(cache_key)
+        if not isinstance(current, ValueSlot) or not supersedes(change.version, current.version):
+            self.metrics.feed_invalidations.labels("ignored").inc()
+            return False
+        if change.version > current.superseded_by:
+            stale = current._replace(validated_at=INVALIDATED, superseded_by=change.version)
+            self.cache.update(cache_key, stale)
+        self.metrics.feed_invalidations.labels("invalidated").inc()
+        return True
+
+    def invalidate_all(self) -> None:
+        """The feed was reset (this edge may have missed changes): every cached value is
+        revalidated before it is served again, and every cached list goes."""
+        for cache_key in self.cache.snapshot():
+            slot = self.cache.peek(cache_key)
+            if isinstance(slot, ValueSlot):
+                if slot.validated_at != INVALIDATED:
+                    self.cache.update(cache_key, slot._replace(validated_at=INVALIDATED))
+            else:
+                self.cache.pop(cache_key)
+        self.metrics.feed_invalidations.labels("reset").inc()
+
+    def _drop_namespace(self, account_id: str, namespace_id: str) -> None:
+        for cache_key in self.cache.snapshot():
+            if cache_key[1] == account_id and cache_key[2] == namespace_id:
+                self.cache.pop(cache_key)
+        self._bump_lists(account_id, namespace_id)
 
     # Namespaces: forwarded; a lookup is cached (``edge.namespaces``).
     async def namespace(
@@ -569,11 +696,9 @@ class EdgeBackend:
         await self._upstream_call(
             "namespaces", self.upstream.delete_namespace(account_id, namespace_id)
         )
-        # This location sees the deletion at once; others as their entries expire.
-        for cache_key in self.cache.snapshot():
-            if cache_key[1] == account_id and cache_key[2] == namespace_id:
-                self.cache.pop(cache_key)
-        self._bump_lists(account_id, namespace_id)
+        # This location sees the deletion at once; others through the feed, or as their
+        # entries expire.
+        self._drop_namespace(account_id, namespace_id)
 
     # Tokens: records cached so that verifying a token needs no upstream round trip
     # (``edge.tokens``).

@@ -104,6 +104,34 @@ def token_use(
     return TokenUse.REFUSE
 
 
+# The validated_at of an entry a newer change has superseded: older than any cacheTtl and
+# any stale bound, so it is refetched before it is served again (and never served stale).
+INVALIDATED = float("-inf")
+
+
+def supersedes(change_version: int, held_version: int) -> bool:
+    """Whether a change at ``change_version`` makes an entry held at ``held_version`` stale.
+
+    Only a newer version does, so a late or duplicated feed message never evicts a newer
+    value (versions only grow, across deletes and re-creations)."""
+    return change_version > held_version
+
+
+def answer_older(held_version: int, answer_version: int | None) -> bool:
+    """Whether an upstream answer is older than what this cache holds: a fill never
+    replaces a newer version with an older one. ``answer_version`` None ("not found")
+    carries no version, so it is never known to be older."""
+    return answer_version is not None and answer_version < held_version
+
+
+def answer_behind(floor: int, floor_deleted: bool, answer_version: int | None) -> bool:
+    """Whether an answer predates a change at version ``floor`` that arrived while its
+    fetch was out: a found value older than the change, or "not found" after a put."""
+    if answer_version is None:
+        return not floor_deleted
+    return answer_version < floor
+
+
 def upstream_failed(exc: BaseException) -> bool:
     """Whether an error means the upstream is unreachable or broken (not a refusal): the
     case in which held entries, lists and records may be served past their freshness."""
@@ -171,7 +199,9 @@ def live(entry: SealedEntry | None, epoch_now: float) -> SealedEntry | None:
 
 class ValueSlot(NamedTuple):
     """A cached key: the sealed entry (None: "not found"), its version and when the upstream
-    last vouched for it. ``written_seq`` orders it against fetches still in flight.
+    last vouched for it. ``written_seq`` orders it against fetches still in flight;
+    ``superseded_by`` is the newest version the change feed announced that this slot does
+    not hold (0: none), so a later fill or write acknowledgement older than it stays stale.
 
     Immutable (change it with ``_replace`` and ``ByteLRU.update``) and made of immutable
     parts; the cache stores it frozen (``freeze_slot``) as a plain tuple of atomic values,
@@ -183,6 +213,12 @@ class ValueSlot(NamedTuple):
     version: int
     validated_at: float
     written_seq: int = 0
+    superseded_by: int = 0
+
+    @property
+    def behind(self) -> bool:
+        """Whether the feed announced a version newer than this slot's."""
+        return self.superseded_by > self.version
 
     def size(self, key_bytes: int) -> int:
         """Bytes charged to the cache for this slot."""
@@ -304,6 +340,7 @@ def freeze_slot(slot: ValueSlot | ListSlot) -> object:
         slot.version,
         slot.validated_at,
         slot.written_seq,
+        slot.superseded_by,
     )
 
 
@@ -311,6 +348,6 @@ def thaw_slot(stored: object) -> ValueSlot | ListSlot:
     """The inverse of :func:`freeze_slot`."""
     if isinstance(stored, ListSlot):
         return stored
-    fields = cast(tuple[Any, int, float, int], stored)
+    fields = cast(tuple[Any, int, float, int, int], stored)
     sealed = None if fields[0] is None else SealedEntry._make(fields[0])
-    return ValueSlot(sealed, fields[1], fields[2], fields[3])
+    return ValueSlot(sealed, fields[1], fields[2], fields[3], fields[4])

@@ -9,8 +9,9 @@ of the edge sees exactly what a client of the origin would.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 
 import httpx
@@ -47,6 +48,8 @@ class UpstreamBackend:
     ) -> None:
         self.url = url.rstrip("/")
         self.latency = latency
+        self.timeout = timeout
+        self.feed = None  # the feed of the node over there is followed, not served, from here
         self._http = httpx.AsyncClient(
             base_url=self.url,
             headers={"Authorization": f"Bearer {token}", "User-Agent": "pullkv-edge"},
@@ -76,6 +79,10 @@ class UpstreamBackend:
             raise errors.upstream_unreachable(f"{self.url} unreachable ({exc})") from None
         if response.is_success:
             return response.content
+        raise self._error(response)
+
+    def _error(self, response: httpx.Response) -> errors.KVError:
+        """The KVError an unsuccessful answer carries (a 503 if it carries none)."""
         try:
             first = response.json()["errors"][0]
             error = errors.KVError(response.status_code, int(first["code"]), str(first["message"]))
@@ -86,7 +93,31 @@ class UpstreamBackend:
             error = errors.upstream_unavailable(f"{self.url} answered {response.status_code}")
         if response.status_code >= 500:
             error.retryable = True
-        raise error
+        return error
+
+    @contextlib.asynccontextmanager
+    async def changes(
+        self, since: int | None, feed: str | None
+    ) -> AsyncIterator[AsyncIterator[str]]:
+        """Subscribe to the upstream's change feed from position ``since`` of sequence space
+        ``feed`` (none: from now); the stream's lines, until it ends or the caller leaves."""
+        if self.latency:
+            await asyncio.sleep(self.latency)  # simulated distance (pullkv cluster up)
+        params = {"since": str(since), "feed": feed or ""} if since is not None else {}
+        # No read timeout: the subscriber watches for silence itself.
+        timeout = httpx.Timeout(self.timeout, read=None)
+        try:
+            async with self._http.stream(
+                "GET", "/pullkv/v1/changes", params=params, timeout=timeout
+            ) as response:
+                if not response.is_success:
+                    await response.aread()
+                    raise self._error(response)
+                yield response.aiter_lines()
+        except httpx.TimeoutException:
+            raise errors.upstream_unreachable(f"{self.url} did not answer in time") from None
+        except httpx.HTTPError as exc:
+            raise errors.upstream_unreachable(f"{self.url} unreachable ({exc})") from None
 
     def _json_answer(self, operation: str, body: bytes, decode: Callable[[object], T]) -> T:
         """A JSON answer decoded; one that does not parse or check is the upstream's fault."""

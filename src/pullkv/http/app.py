@@ -88,6 +88,13 @@ class App:
         # Set by pullkv.node once the node knows its role; read by GET /client/v4/pullkv/info.
         self.facts = NodeFacts("serve", time.time())
         self.clock: Callable[[], float] = time.time
+        # Set by pullkv.node: ends long-lived responses when the server begins to drain.
+        self.on_drain: Callable[[], None] | None = None
+
+    def begin_shutdown(self) -> None:
+        """pullkv's HTTP server calls this as it starts draining: streams end now."""
+        if self.on_drain is not None:
+            self.on_drain()
 
     def fast_response(
         self, method: bytes, raw_path: bytes, query: bytes, headers: list[tuple[bytes, bytes]]

@@ -7,8 +7,10 @@ HTTP server's own cost.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
@@ -130,6 +132,55 @@ class Response:
             start["reason"] = self.reason
         await send(start)
         await send({"type": "http.response.body", "body": self.body})
+
+
+class StreamingResponse(Response):
+    """A response whose body is produced as it goes (chunked), until the producer ends or
+    the client leaves: the producer is stopped as soon as ``receive`` reports the client
+    gone, so an abandoned stream holds nothing."""
+
+    def __init__(
+        self,
+        chunks: AsyncIterator[bytes],
+        receive: Receive,
+        content_type: bytes = OCTET_TYPE,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        super().__init__(200, b"", content_type, headers or [])
+        self.chunks = chunks
+        self.receive = receive
+
+    async def send(self, send: Send) -> None:
+        """Write the head, then each chunk as the producer yields it."""
+        headers = [(b"content-type", self.content_type), *self.headers]
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        gone = asyncio.ensure_future(self._client_gone())
+        try:
+            producer = aiter(self.chunks)
+            while True:
+                chunk = asyncio.ensure_future(anext(producer))
+                await asyncio.wait({chunk, gone}, return_when=asyncio.FIRST_COMPLETED)
+                if not chunk.done():
+                    chunk.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                        await chunk
+                    return
+                try:
+                    body = chunk.result()
+                except StopAsyncIteration:
+                    break
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            gone.cancel()
+            closing = getattr(self.chunks, "aclose", None)
+            if closing is not None:
+                with contextlib.suppress(Exception):
+                    await closing()
+
+    async def _client_gone(self) -> None:
+        while (await self.receive())["type"] != "http.disconnect":
+            pass
 
 
 def dump_json(payload: Any) -> bytes:

@@ -137,9 +137,13 @@ INTERNAL_OPERATIONS = (
     "tokens/revoke",
     "keyring",
 )
-INTERNAL: tuple[Route, ...] = tuple(
-    Route("internal", ("POST",), INTERNAL_PREFIX + op, f"internal.{op}", op)
-    for op in INTERNAL_OPERATIONS
+INTERNAL: tuple[Route, ...] = (
+    *(
+        Route("internal", ("POST",), INTERNAL_PREFIX + op, f"internal.{op}", op)
+        for op in INTERNAL_OPERATIONS
+    ),
+    # The change feed: a long-lived stream, so a GET (pullkv.feed.stream).
+    Route("internal", ("GET",), INTERNAL_PREFIX + "changes", "internal.changes", "changes"),
 )
 INTERNAL_UNKNOWN = "internal.unknown"
 

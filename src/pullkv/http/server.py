@@ -9,7 +9,8 @@ It runs any ASGI 3 app (http and lifespan scopes) and adds two things ASGI serve
 
 With ``HttpConfig.access_log`` on, every response gets an access log line (see ``accesslog``);
 the app names the token behind a request with ``fast_token_id()`` (after a fast response) and
-under the scope key ``TOKEN_ID_KEY`` (an ASGI request).
+under the scope key ``TOKEN_ID_KEY`` (an ASGI request). An app with ``begin_shutdown()`` is
+told when draining begins, so responses that never end by themselves (a change feed) can.
 
 Keep-alive, pipelining, 100-continue, request/response flow control (a connection whose
 client does not read its responses is not answered further, and is dropped after the send
@@ -158,6 +159,11 @@ class Server:
         if self._listener is not None:
             self._listener.close()
         self._draining = True
+        # Long-lived responses (a change feed's stream) end now, so draining does not wait
+        # out the timeout for them.
+        begin_shutdown = getattr(self.app, "begin_shutdown", None)
+        if begin_shutdown is not None:
+            begin_shutdown()
         for conn in list(state.connections):
             conn.begin_shutdown()
         timeout = 0.0 if self._force else self.shutdown_timeout

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 
 from pullkv import errors
 from pullkv.backend import Fetched, Lookup, WriteResult, conditional
+from pullkv.feed.log import StoreFeed
 from pullkv.limits import Limits
 from pullkv.ratelimit import WriteRateLimiter
 from pullkv.store.base import NamespaceOrder, NamespaceStats, RatedStore, Store
@@ -32,6 +33,13 @@ class LocalBackend:
         if self.rate.enabled and isinstance(store, RatedStore):
             self._rated = store
         self._namespaces: dict[str, tuple[NamespaceRecord, float]] = {}
+        # The store's change feed, served to edges (set by pullkv.node when it serves one).
+        self.feed: StoreFeed | None = None
+
+    def _committed(self) -> None:
+        """A write committed: the feed reads it at once rather than at its next poll."""
+        if self.feed is not None:
+            self.feed.wake()
 
     async def close(self) -> None:
         """Close the store."""
@@ -88,6 +96,7 @@ class LocalBackend:
         self._namespaces.pop(namespace_id, None)
         if not await self.store.delete_namespace(namespace_id):
             raise errors.namespace_not_found("delete namespace")
+        self._committed()
 
     # Keys.
     async def read(
@@ -154,6 +163,7 @@ class LocalBackend:
             rated = await self._rated.put_rated(
                 namespace_id, list(latest.values()), self.rate.interval
             )
+            self._committed()
             return WriteResult(rated.versions, rated.refused)
         now = self.clock()
         accepted = [w for w in latest.values() if self.rate.acquire(namespace_id, w.key, now)]
@@ -165,6 +175,7 @@ class LocalBackend:
             for write in accepted:
                 self.rate.forget(namespace_id, write.key)
             raise
+        self._committed()
         return WriteResult({w.key: v for w, v in zip(accepted, versions, strict=True)}, refused)
 
     async def delete(
@@ -180,6 +191,7 @@ class LocalBackend:
         unique = list(dict.fromkeys(keys))
         if self._rated is not None and condition is None:
             rated = await self._rated.delete_rated(namespace_id, unique, self.rate.interval)
+            self._committed()
             return WriteResult(rated.versions, rated.refused)
         now = self.clock()
         accepted = [k for k in unique if self.rate.acquire(namespace_id, k, now)]
@@ -190,6 +202,7 @@ class LocalBackend:
             for key in accepted:
                 self.rate.forget(namespace_id, key)
             raise
+        self._committed()
         refused = [k for k in unique if k not in accepted_set]
         return WriteResult({k: version for k in accepted}, refused)
 

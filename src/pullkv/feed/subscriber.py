@@ -1,0 +1,181 @@
+"""An edge following its upstream's change feed.
+
+It subscribes from its position (none at first: the upstream answers with a reset), applies
+each change to the cache (``on_change``: the edge drops what the change supersedes), keeps
+what it heard in a ``FeedLog`` for the edges below it, and checks every message's ``from``
+against its position: a message lost on the way (or dropped by ``--feed-loss``) shows as a
+gap, and the subscriber resumes from its position at once, so the upstream sends what was
+missed. Silence for ``policy.silence`` means the connection is dead: the cache then behaves
+as without a feed (TTLs bound everything) until a new subscription catches up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+
+from pullkv import errors
+from pullkv.feed.log import FeedLog, FeedSource
+from pullkv.feed.policy import FeedPolicy
+from pullkv.metrics import Metrics
+from pullkv.types import ChangeRecord
+from pullkv.wire import FeedBeat, FeedChange, FeedMessage, FeedReset, decode_feed_line
+
+log = logging.getLogger("pullkv.feed")
+
+# Opens a subscription at a position (None: from now) in a sequence space; yields lines.
+OpenStream = Callable[[int | None, str | None], AbstractAsyncContextManager[AsyncIterator[str]]]
+
+
+class Resubscribe(Exception):
+    """The stream lost a message or fell silent: resume from the position."""
+
+
+@dataclass(slots=True)
+class FeedState:
+    """Where the subscriber is: for metrics and ``pullkv info``."""
+
+    position: int | None = None
+    feed_id: str | None = None
+    heard_at: float | None = None  # when the last message arrived (monotonic seconds)
+
+
+class FeedSubscriber:
+    """Follows one upstream's feed (see the module docstring)."""
+
+    def __init__(
+        self,
+        open_stream: OpenStream,
+        relay: FeedLog,
+        on_change: Callable[[ChangeRecord], object],
+        on_reset: Callable[[], None],
+        policy: FeedPolicy,
+        metrics: Metrics,
+        *,
+        loss: float = 0.0,
+        delay: float = 0.0,
+        draw: Callable[[], float] = random.random,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._open = open_stream
+        self.relay = relay
+        self._on_change = on_change
+        self._on_reset = on_reset
+        self.policy = policy
+        self.metrics = metrics
+        self.loss = loss  # fraction of received messages dropped (tests and demos)
+        self.delay = delay  # added to each message (pullkv cluster up's simulated distance)
+        self._draw = draw
+        self._clock = clock
+        self.state = FeedState()
+        metrics.feed_position.set_function(lambda: self.state.position or 0)
+        metrics.feed_silence.set_function(self.silence)
+
+    def silence(self) -> float:
+        """Seconds since the upstream was last heard (0 before the first subscription)."""
+        heard = self.state.heard_at
+        return 0.0 if heard is None else max(0.0, self._clock() - heard)
+
+    async def run(self) -> None:
+        """Subscribe, follow, and resubscribe after any interruption, until cancelled."""
+        backoff = self.policy.reconnect_min
+        while True:
+            try:
+                await self._follow()
+                backoff = self.policy.reconnect_min  # the upstream closed the stream
+            except Resubscribe:
+                backoff = self.policy.reconnect_min
+                continue
+            except asyncio.CancelledError:
+                raise
+            except errors.KVError as exc:
+                log.info("change feed: %s; resubscribing in %.1f s", exc.message, backoff)
+            except Exception as exc:  # a broken stream is the upstream's fault, not ours
+                log.info("change feed interrupted (%s); resubscribing in %.1f s", exc, backoff)
+            finally:
+                self.relay.set_live(False)
+            self.metrics.feed_subscriptions.labels("failed").inc()
+            await asyncio.sleep(backoff * (0.5 + self._draw()))
+            backoff = min(backoff * 2, self.policy.reconnect_max)
+
+    async def _follow(self) -> None:
+        state = self.state
+        async with self._open(state.position, state.feed_id) as lines:
+            self.metrics.feed_subscriptions.labels("opened").inc()
+            iterator = aiter(lines)
+            while True:
+                try:
+                    async with asyncio.timeout(self.policy.silence):
+                        line = await anext(iterator)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    self.metrics.feed_messages.labels("silence").inc()
+                    log.info("change feed silent for %.1f s; resubscribing", self.policy.silence)
+                    raise Resubscribe from None
+                if not line.strip():
+                    continue
+                received = self._clock()
+                message = decode_feed_line(line)
+                if self.delay:
+                    await asyncio.sleep(max(0.0, received + self.delay - self._clock()))
+                state.heard_at = self._clock()
+                if self.loss and self._draw() < self.loss:
+                    self.metrics.feed_messages.labels("dropped").inc()
+                    continue
+                if not self.handle(message):
+                    self.metrics.feed_messages.labels("gap").inc()
+                    raise Resubscribe
+
+    def handle(self, message: FeedMessage) -> bool:
+        """Apply one message; False when it shows that an earlier one was lost."""
+        state = self.state
+        if isinstance(message, FeedReset):
+            self.metrics.feed_messages.labels("reset").inc()
+            self._on_reset()
+            self.relay.reset(message.feed, message.high)
+            self.relay.set_live(True)
+            state.position, state.feed_id = message.high, message.feed
+            return True
+        if isinstance(message, FeedChange):
+            # Applied even after a gap: invalidation by version is safe in any order.
+            self.metrics.feed_messages.labels("change").inc()
+            self._on_change(message.record)
+            if message.start != state.position:
+                return False
+            self.relay.extend([message.record], message.record.seq)
+            state.position = message.record.seq
+            return True
+        assert isinstance(message, FeedBeat)
+        self.metrics.feed_messages.labels("beat").inc()
+        if message.start != state.position or message.feed != state.feed_id:
+            return False
+        self.relay.extend([], message.high)
+        self.relay.set_live(True)
+        state.position = message.high
+        return True
+
+
+async def follow_in_process(
+    source: FeedSource,
+    on_change: Callable[[ChangeRecord], object],
+    page: int,
+) -> None:
+    """Apply a feed in this process to a cache in front of its store (``pullkv serve``, whose
+    store other origins may share), from now on, until cancelled."""
+    position = source.high
+    while True:
+        records = await source.records_after(position, page)
+        if records is None:  # fell behind what is retained: cannot happen in one process
+            position = source.high
+            continue
+        for record in records:
+            on_change(record)
+            position = record.seq
+        if len(records) < page:
+            await source.wait(position, 1.0)
