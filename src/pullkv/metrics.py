@@ -107,6 +107,14 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        # Every series exists from the start (at 0), so rates and alerts work before the
+        # first event, and on nodes that never follow a feed (an origin, serve).
+        for outcome in ("invalidated", "ignored", "namespace", "reset"):
+            self.feed_invalidations.labels(outcome)
+        for kind in ("change", "beat", "reset", "gap", "dropped", "silence"):
+            self.feed_messages.labels(kind)
+        for outcome in ("opened", "failed"):
+            self.feed_subscriptions.labels(outcome)
         self.feed_position = Gauge(
             "pullkv_feed_position", "The last feed sequence number this edge has.", registry=r
         )
