@@ -21,6 +21,7 @@ from pullkv.errors import (
     RateLimitedError,
     ServerError,
 )
+from pullkv.watch import AsyncWatch, Watch, WatchEvent, WatchReset
 
 __version__ = "0.1.0"
 
@@ -28,6 +29,7 @@ __all__ = [
     "APIError",
     "AsyncClient",
     "AsyncNamespace",
+    "AsyncWatch",
     "AuthenticationFailed",
     "BadRequestError",
     "Client",
@@ -39,5 +41,8 @@ __all__ = [
     "RateLimitedError",
     "ServerError",
     "ValueWithMetadata",
+    "Watch",
+    "WatchEvent",
+    "WatchReset",
     "__version__",
 ]

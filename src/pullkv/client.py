@@ -18,6 +18,7 @@ from urllib.parse import quote
 import httpx
 
 from pullkv.errors import APIError, PreconditionFailedError, api_error
+from pullkv.watch import AsyncWatch, Watch
 
 T = TypeVar("T")
 ValueType = Literal["text", "json", "bytes", "stream"]
@@ -122,6 +123,11 @@ class _NamespaceCalls:
 
     def __init__(self, base: str) -> None:
         self._base = base
+
+    @property
+    def changes_path(self) -> str:
+        """Where the namespace's changes are watched (a pullkv extension)."""
+        return f"{self._base}/changes"
 
     def get_call(self, key: str, kind: ValueType, cache_ttl: int | None) -> _Call[Any]:
         params = {"cache_ttl": str(cache_ttl)} if cache_ttl is not None else {}
@@ -558,6 +564,14 @@ class Namespace:
         """Live keys, their stored (sealed) value bytes and how many expire (pullkv's own)."""
         return self._client._run(self._calls.stats_call())
 
+    def watch(
+        self, prefix: str = "", *, since: int | None = None, feed: str | None = None
+    ) -> Watch:
+        """The namespace's changes from now (or from position ``since`` of ``feed``), as an
+        iterator of ``WatchEvent(key, version, deleted)`` for keys starting with ``prefix``
+        (see ``pullkv.watch``)."""
+        return Watch(self._client._http, self._calls.changes_path, prefix, since, feed)
+
 
 class AsyncClient:
     """An asyncio client for one pullkv server and account."""
@@ -768,3 +782,9 @@ class AsyncNamespace:
     async def stats(self) -> dict[str, Any]:
         """Live keys, their stored (sealed) value bytes and how many expire (pullkv's own)."""
         return await self._client._run(self._calls.stats_call())
+
+    def watch(
+        self, prefix: str = "", *, since: int | None = None, feed: str | None = None
+    ) -> AsyncWatch:
+        """The namespace's changes, as an async iterator (as ``Namespace.watch``)."""
+        return AsyncWatch(self._client._http, self._calls.changes_path, prefix, since, feed)

@@ -310,6 +310,16 @@ def store_unavailable(reason: str) -> KVError:
     return KVError(503, UNAVAILABLE, f"Service unavailable: {reason}", retryable=True)
 
 
+def feed_unavailable() -> KVError:
+    """This node follows no change feed, so it has none to serve."""
+    return KVError(
+        503,
+        UNAVAILABLE,
+        "Service unavailable: this node follows no change feed (an edge run with "
+        "--invalidation off); watch through its upstream",
+    )
+
+
 def upstream_unavailable(reason: str) -> KVError:
     """The upstream could not answer and nothing cached may stand in; safe to retry."""
     return KVError(503, UNAVAILABLE, f"Upstream unavailable: {reason}", retryable=True)

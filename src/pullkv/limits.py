@@ -11,6 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 MIB = 1024 * 1024
+# The largest integer SQLite and PostgreSQL store (both use signed 64 bits). Versions,
+# expirations, offsets, limits and feed positions all end up in SQL, so larger ones are
+# refused where they come in.
+INT64_MAX = (1 << 63) - 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from pullkv import errors
-from pullkv.limits import DEFAULT_LIMITS, Limits
+from pullkv.limits import DEFAULT_LIMITS, INT64_MAX, Limits
 
 # Account and namespace ids (the hot path matches them with this pattern too).
 ID_PATTERN = "[0-9a-f]{32}"
@@ -88,6 +88,17 @@ def validate_prefix(prefix: str, limits: Limits) -> str:
     if length > limits.max_key_bytes:
         raise errors.key_too_long(length, limits.max_key_bytes)
     return prefix
+
+
+def validate_feed_position(raw: str | None) -> int | None:
+    """The change feed's ``since`` parameter: a sequence number, or none (from now)."""
+    if raw is None:
+        return None
+    if not raw.isdigit() or int(raw) > INT64_MAX:
+        raise errors.bad_request(
+            f"since must be a change feed position from 0 to {INT64_MAX}, not {raw!r}"
+        )
+    return int(raw)
 
 
 def decode_key(raw: str) -> str:

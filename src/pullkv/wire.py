@@ -24,6 +24,7 @@ from typing import Any
 
 from pullkv import errors
 from pullkv.backend import Fetched, WriteResult
+from pullkv.limits import INT64_MAX
 from pullkv.store.base import NamespaceOrder, NamespaceStats
 from pullkv.types import (
     ChangeRecord,
@@ -38,9 +39,6 @@ from pullkv.validate import parse_json
 
 MAGIC = b"PKV1"
 CONTENT_TYPE = "application/x-pullkv"
-# The largest integer SQLite and PostgreSQL store (both use signed 64 bits). Versions,
-# expirations, offsets and limits all end up in SQL, so larger ones are refused here.
-INT64_MAX = (1 << 63) - 1
 
 
 # Reading decoded JSON: every accessor checks the type and range, and names the field.

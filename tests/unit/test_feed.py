@@ -16,7 +16,7 @@ from pullkv import errors
 from pullkv.feed.log import FeedLog, StoreFeed
 from pullkv.feed.policy import FeedPolicy
 from pullkv.feed.stream import feed_stream
-from pullkv.feed.subscriber import FeedSubscriber, follow_in_process
+from pullkv.feed.subscriber import FeedSubscriber, backfill, follow_in_process
 from pullkv.metrics import Metrics
 from pullkv.store.sqlite import SQLiteStore
 from pullkv.types import ChangeRecord, NamespaceRecord, SealedWrite
@@ -336,3 +336,50 @@ async def test_feed_loss_drops_messages_at_random() -> None:
         "pullkv_feed_messages_total", {"kind": "dropped"}
     )
     assert dropped == 25 and recorder.resets == 1
+
+
+async def test_a_log_backfills_positions_older_than_its_floor() -> None:
+    asked: list[tuple[int, str, int]] = []
+
+    async def further_up(since: int, feed: str, until: int) -> list[ChangeRecord] | None:
+        asked.append((since, feed, until))
+        return None if since < 2 else [rec(s) for s in range(since + 1, until + 1) if s % 2]
+
+    log = FeedLog(POLICY, "f", 10, backfill=further_up)
+    log.extend([rec(11), rec(12)], 12)
+    got = await log.records_after(4, 100)
+    assert got is not None and [r.seq for r in got] == [5, 7, 9, 11, 12]
+    assert asked == [(4, "f", 10)]
+    assert await log.records_after(1, 100) is None  # not to be had further up either
+    limited = await log.records_after(4, 2)
+    assert limited is not None and [r.seq for r in limited] == [5, 7]
+
+
+async def test_backfill_reads_a_range_from_the_upstream_feed() -> None:
+    upstream = FakeUpstream(
+        [
+            [FeedChange(3, rec(5)), FeedBeat(5, 8, "f"), FeedChange(8, rec(9))],
+            [FeedReset(9, "f")],
+            [FeedChange(4, rec(5))],  # does not start where asked: a gap
+            [0.5],  # silence
+        ]
+    )
+    got = await backfill(upstream.open, 3, "f", 8, timeout=1)
+    assert got == [rec(5)]
+    assert await backfill(upstream.open, 3, "f", 8, timeout=1) is None
+    assert await backfill(upstream.open, 3, "f", 8, timeout=1) is None
+    assert await backfill(upstream.open, 3, "f", 8, timeout=0.1) is None
+    assert upstream.opened == [(3, "f")] * 4
+
+
+async def test_a_stream_waits_for_a_log_to_hear_its_upstream_before_resetting() -> None:
+    log = FeedLog(POLICY, "", 0)  # an edge that just started
+    stream = feed_stream(log, A, 5, "f", POLICY)
+    first = asyncio.ensure_future(collect(stream, 2))
+    await asyncio.sleep(0.05)
+    log.reset("f", 5)  # it heard its upstream: position 5 is served, not reset
+    log.set_live(True)
+    log.extend([rec(6)], 6)
+    got = await asyncio.wait_for(first, 2)
+    assert got[0] == FeedChange(5, rec(6))
+    await stream.aclose()

@@ -25,7 +25,7 @@ from typing import Any, cast
 from pullkv.backend import Backend
 from pullkv.edge.backend import EdgeBackend
 from pullkv.edge.cache import CachePolicy
-from pullkv.feed.log import FeedSource, StoreFeed
+from pullkv.feed.log import FeedLog, FeedSource, StoreFeed
 from pullkv.feed.policy import FeedPolicy
 from pullkv.feed.stream import feed_stream
 from pullkv.feed.subscriber import FeedSubscriber
@@ -146,10 +146,15 @@ async def test_monotonic_reads_and_convergence_over_a_faulty_feed(tmp_path: Path
     lower = edge(middle)
     names = ("writer", "reader", "middle", "lower")
     faults = {name: Faults(random.Random(rng.random())) for name in names}
+
+    def relay(target: EdgeBackend) -> FeedLog:
+        assert target.feed is not None
+        return target.feed
+
     subscribers = [
         FeedSubscriber(
             faulty_opener(source, faults[name]),
-            target.feed,
+            relay(target),
             target.invalidate,
             target.invalidate_all,
             FEED,
@@ -159,7 +164,7 @@ async def test_monotonic_reads_and_convergence_over_a_faulty_feed(tmp_path: Path
             ("writer", feed, writer),
             ("reader", feed, reader),
             ("middle", feed, middle),
-            ("lower", middle.feed, lower),
+            ("lower", relay(middle), lower),
         )
     ]
     background = [asyncio.ensure_future(feed.run())]

@@ -112,8 +112,9 @@ class EdgeBackend:
         feed_policy: FeedPolicy | None = None,
     ) -> None:
         self.upstream = upstream
-        # What this edge heard on its upstream's feed, relayed to the edges below it.
-        self.feed = FeedLog(feed_policy or FeedPolicy())
+        # What this edge heard on its upstream's feed, relayed to the edges below it (None:
+        # it follows no feed).
+        self.feed = None if feed_policy is None else FeedLog(feed_policy)
         self.upstream_name = upstream_name
         self.policy = policy
         self.default_ttl = default_ttl  # Limits.default_cache_ttl: for reads without one

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from pullkv.feed.policy import FeedPolicy
@@ -51,19 +52,37 @@ class FeedSource(Protocol):
     async def wait(self, position: int, timeout: float) -> None:
         """Return once the source has more than ``position``, at ``timeout`` or on close."""
 
+    async def ready(self, timeout: float) -> None:
+        """Return once the source follows its origin (at most ``timeout`` later): an edge
+        that just started has not heard its upstream yet."""
+
     def stop_streams(self) -> None:
         """End every stream served from this source (the node is shutting down)."""
+
+
+# Reads the records in (since, until] of sequence space ``feed`` from further up; None if
+# they cannot be had there either.
+Backfill = Callable[[int, str, int], Awaitable[list[ChangeRecord] | None]]
 
 
 class FeedLog:
     """Recent change records in memory, in sequence order, and waiting for more.
 
     Every record in (``floor``, ``high``] that was appended is held; positions in between
-    without a record had none (for this node's account).
+    without a record had none (for this node's account). With a ``backfill``, positions
+    older than the floor are read from further up (an edge that restarted asks its
+    upstream), so a subscriber resuming from before this log began is not reset.
     """
 
-    def __init__(self, policy: FeedPolicy, feed_id: str = "", high: int = 0) -> None:
+    def __init__(
+        self,
+        policy: FeedPolicy,
+        feed_id: str = "",
+        high: int = 0,
+        backfill: Backfill | None = None,
+    ) -> None:
         self.policy = policy
+        self.backfill = backfill
         self.capacity = max(policy.retention, 1)
         self.feed_id = feed_id
         self.floor = high
@@ -108,9 +127,19 @@ class FeedLog:
         self._changed = asyncio.Event()
 
     async def records_after(self, since: int, limit: int) -> list[ChangeRecord] | None:
-        """Records after ``since`` (None if ``since`` is older than the log)."""
-        if since < self.floor or since > self.high:
+        """Records after ``since`` (None if ``since`` is older than the log and cannot be
+        backfilled, or ahead of it)."""
+        if since > self.high:
             return None
+        if since < self.floor:
+            if self.backfill is None:
+                return None
+            older = await self.backfill(since, self.feed_id, self.floor)
+            if older is None:
+                return None
+            if (older and older[-1].seq >= self.floor) or len(older) >= limit:
+                return older[:limit]
+            return (older + (await self.records_after(self.floor, limit) or []))[:limit]
         newer: list[ChangeRecord] = []
         # Subscribers are nearly always near the end: walk back from there.
         for record in reversed(self._records):
@@ -119,6 +148,17 @@ class FeedLog:
             newer.append(record)
         newer.reverse()
         return newer[:limit]
+
+    async def ready(self, timeout: float) -> None:
+        """Until the log follows its upstream, ``timeout`` passes or it closes."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not self.live and not self.closed:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(left):
+                    await self._changed.wait()
 
     async def wait(self, position: int, timeout: float) -> None:
         """Until the log moves past ``position``, ``timeout`` passes or it closes."""
@@ -194,6 +234,9 @@ class StoreFeed:
     async def wait(self, position: int, timeout: float) -> None:
         """Until a record past ``position`` is read, ``timeout`` passes or the node closes."""
         await self.log.wait(position, timeout)
+
+    async def ready(self, timeout: float) -> None:
+        """At once: the store is the feed's origin."""
 
     async def read_new(self) -> None:
         """Read every record committed since the last read into the log."""

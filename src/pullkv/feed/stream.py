@@ -7,8 +7,9 @@ lasts until the subscriber leaves or the node shuts down. It starts with the cha
 (none given, older than what is retained, ahead of it, or of another ``feed``) gets a reset
 first: the subscriber revalidates everything and continues from the reset's position.
 
-Only changes of the subscriber's account are sent; positions still cover every record, so a
-heartbeat tells the subscriber it missed nothing up to the high-water mark.
+Only changes of the subscriber's account are sent (of one namespace and key prefix for an
+application's watch); positions still cover every record, so a heartbeat tells the
+subscriber it missed nothing up to the high-water mark.
 """
 
 from __future__ import annotations
@@ -18,7 +19,11 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 from pullkv.feed.log import FeedSource
 from pullkv.feed.policy import FeedPolicy
+from pullkv.types import ChangeRecord
 from pullkv.wire import FeedBeat, FeedChange, FeedMessage, FeedReset, encode_feed
+
+# The stream's media type: newline-delimited JSON.
+FEED_TYPE = b"application/x-ndjson"
 
 
 async def feed_stream(
@@ -28,11 +33,26 @@ async def feed_stream(
     feed_id: str | None,
     policy: FeedPolicy,
     clock: Callable[[], float] = time.monotonic,
+    *,
+    namespace_id: str | None = None,
+    prefix: str = "",
 ) -> AsyncGenerator[bytes, None]:
-    """The stream's chunks, each one or more JSON lines (see the module docstring)."""
+    """The stream's chunks, each one or more JSON lines (see the module docstring); with
+    ``namespace_id`` (and ``prefix``), only that namespace's changes (of keys with that
+    prefix; a namespace's deletion always): an application's watch."""
+
+    def wanted(record: ChangeRecord) -> bool:
+        if record.account_id != account_id:
+            return False
+        if namespace_id is None:
+            return True
+        if record.namespace_id != namespace_id:
+            return False
+        return record.key is None or record.key.startswith(prefix)
+
     source.streams += 1
     try:
-        async for chunk in _stream(source, account_id, since, feed_id, policy, clock):
+        async for chunk in _stream(source, wanted, since, feed_id, policy, clock):
             yield chunk
     finally:
         source.streams -= 1
@@ -40,12 +60,13 @@ async def feed_stream(
 
 async def _stream(
     source: FeedSource,
-    account_id: str,
+    wanted: Callable[[ChangeRecord], bool],
     since: int | None,
     feed_id: str | None,
     policy: FeedPolicy,
     clock: Callable[[], float],
 ) -> AsyncIterator[bytes]:
+    await source.ready(policy.silence)  # a node that just started: hear its upstream first
     position = since  # what the subscriber has: the ``from`` of the next message
     scanned = since  # how far this stream has read the source
     if since is None or feed_id != source.feed_id or since > source.high:
@@ -61,7 +82,7 @@ async def _stream(
             messages.append(FeedReset(position, source.feed_id))
             records = []
         for record in records:
-            if record.account_id == account_id:
+            if wanted(record):
                 messages.append(FeedChange(position, record))
                 position = record.seq
             scanned = record.seq

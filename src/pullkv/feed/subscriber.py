@@ -161,6 +161,34 @@ class FeedSubscriber:
         return True
 
 
+async def backfill(
+    open_stream: OpenStream, since: int, feed: str, until: int, timeout: float
+) -> list[ChangeRecord] | None:
+    """The records in (``since``, ``until``] of sequence space ``feed``, read from the
+    upstream's feed (for a subscriber below resuming from before this edge's log began);
+    None if the upstream cannot serve them either, or does not answer in ``timeout``."""
+    records: list[ChangeRecord] = []
+    position = since
+    try:
+        async with asyncio.timeout(timeout), open_stream(since, feed) as lines:
+            async for line in lines:
+                if not line.strip():
+                    continue
+                message = decode_feed_line(line)
+                if isinstance(message, FeedReset) or message.start != position:
+                    return None
+                if isinstance(message, FeedChange):
+                    records.append(message.record)
+                    position = message.record.seq
+                else:
+                    position = message.high
+                if position >= until:
+                    return [r for r in records if r.seq <= until]
+    except (TimeoutError, errors.KVError):
+        return None
+    return None
+
+
 async def follow_in_process(
     source: FeedSource,
     on_change: Callable[[ChangeRecord], object],

@@ -12,6 +12,7 @@ from typing import Any
 from pullkv import errors
 from pullkv.auth import Authenticator
 from pullkv.backend import Backend
+from pullkv.feed.log import FeedSource
 from pullkv.http import internal, openapi
 from pullkv.http.accesslog import TOKEN_ID_KEY
 from pullkv.http.asgi import Receive, Request, Response, Scope, Send, envelope, error_response
@@ -73,6 +74,7 @@ class App:
         hot: HotReads | None = None,
         background: list[Callable[[], Coroutine[Any, Any, None]]] | None = None,
         on_shutdown: Callable[[], Coroutine[Any, Any, None]] | None = None,
+        feed: FeedSource | None = None,
     ) -> None:
         self.service = service
         self.authenticator = authenticator
@@ -80,6 +82,8 @@ class App:
         self.internal = internal
         self._ready = ready
         self.rest = RestAPI(service, authenticator, cache_name)
+        self.rest.feed = feed
+        self.feed = feed
         self.binding = BindingAPI(service)
         self.hot = hot
         self._background = background or []
@@ -88,13 +92,11 @@ class App:
         # Set by pullkv.node once the node knows its role; read by GET /client/v4/pullkv/info.
         self.facts = NodeFacts("serve", time.time())
         self.clock: Callable[[], float] = time.time
-        # Set by pullkv.node: ends long-lived responses when the server begins to drain.
-        self.on_drain: Callable[[], None] | None = None
 
     def begin_shutdown(self) -> None:
-        """pullkv's HTTP server calls this as it starts draining: streams end now."""
-        if self.on_drain is not None:
-            self.on_drain()
+        """pullkv's HTTP server calls this as it starts draining: feed streams end now."""
+        if self.feed is not None:
+            self.feed.stop_streams()
 
     def fast_response(
         self, method: bytes, raw_path: bytes, query: bytes, headers: list[tuple[bytes, bytes]]

@@ -17,14 +17,14 @@ from typing import Any
 from pullkv import errors, wire
 from pullkv.auth import authorize_creation, authorize_internal
 from pullkv.backend import Backend
-from pullkv.feed.stream import feed_stream
+from pullkv.feed.stream import FEED_TYPE, feed_stream
 from pullkv.http.asgi import Request, Response, StreamingResponse, dump_json
 from pullkv.http.routes import INTERNAL, INTERNAL_ROUTER, INTERNAL_UNKNOWN, handlers, label
 from pullkv.limits import DEFAULT_LIMITS
 from pullkv.types import TokenRecord
+from pullkv.validate import validate_feed_position
 
 _FRAMED = wire.CONTENT_TYPE.encode()
-_NDJSON = b"application/x-ndjson"
 
 Operation = Callable[[Backend, Request, TokenRecord], Awaitable[Response]]
 
@@ -177,21 +177,10 @@ async def _changes(backend: Backend, request: Request, token: TokenRecord) -> Re
     (``pullkv.feed.stream``)."""
     source = backend.feed
     if source is None:
-        raise errors.no_route(request.raw_path)
-    since = _position(request.query("since"))
+        raise errors.feed_unavailable()
+    since = validate_feed_position(request.query("since"))
     stream = feed_stream(source, token.account_id, since, request.query("feed"), source.policy)
-    return StreamingResponse(stream, request.receive, _NDJSON)
-
-
-def _position(raw: str | None) -> int | None:
-    """The ``since`` parameter: a sequence number, or none (from now)."""
-    if raw is None:
-        return None
-    if not raw.isdigit() or int(raw) > wire.INT64_MAX:
-        raise errors.bad_request(
-            f"since must be a feed sequence number from 0 to {wire.INT64_MAX}, not {raw!r}"
-        )
-    return int(raw)
+    return StreamingResponse(stream, request.receive, FEED_TYPE)
 
 
 async def _keyring(backend: Backend, request: Request, token: TokenRecord) -> Response:

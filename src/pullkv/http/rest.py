@@ -23,7 +23,16 @@ from pullkv.auth import (
     may_create,
 )
 from pullkv.backend import CacheInfo
-from pullkv.http.asgi import OCTET_TYPE, Request, Response, envelope, error_response
+from pullkv.feed.log import FeedSource
+from pullkv.feed.stream import FEED_TYPE, feed_stream
+from pullkv.http.asgi import (
+    OCTET_TYPE,
+    Request,
+    Response,
+    StreamingResponse,
+    envelope,
+    error_response,
+)
 from pullkv.http.multipart import parse_form
 from pullkv.http.routes import REST, REST_ROUTER, handlers
 from pullkv.service import BulkType, KVService, render_bulk_get
@@ -34,9 +43,11 @@ from pullkv.validate import (
     parse_int,
     parse_list_limit,
     resolve_expiration,
+    validate_feed_position,
     validate_id,
     validate_key,
     validate_metadata_text,
+    validate_prefix,
     validate_value_size,
 )
 
@@ -166,6 +177,9 @@ class RestAPI:
         self.cache_name = cache_name
         self.authenticator = authenticator
         self.limits = service.limits
+        # The node's change feed, watched by applications (set by the app: a store's feed
+        # at an origin, the upstream's relayed at an edge; None when it follows none).
+        self.feed: FeedSource | None = None
 
     async def dispatch(self, request: Request, token: TokenRecord) -> Response:
         """Route a request under the accounts prefix and run its handler."""
@@ -241,6 +255,27 @@ class RestAPI:
         return envelope(
             {"keys": stats.keys, "value_bytes": stats.value_bytes, "expiring": stats.expiring}
         )
+
+    async def watch_changes(self, call: Call) -> Response:
+        """GET namespaces/{id}/changes?since=&feed=&prefix= (pullkv's own): the namespace's
+        change feed, for applications that watch keys (docs/api.md)."""
+        authorize(call.token, call.account_id, namespace_id=call.namespace_id)
+        if self.feed is None:
+            raise errors.feed_unavailable()
+        request = call.request
+        since = validate_feed_position(request.query("since"))
+        prefix = validate_prefix(request.query("prefix") or "", self.limits)
+        await self.service.namespace(call.account_id, call.namespace_id, "changes")
+        stream = feed_stream(
+            self.feed,
+            call.account_id,
+            since,
+            request.query("feed"),
+            self.feed.policy,
+            namespace_id=call.namespace_id,
+            prefix=prefix,
+        )
+        return StreamingResponse(stream, request.receive, FEED_TYPE)
 
     async def rename_namespace(self, call: Call) -> Response:
         """PUT namespaces/{id}: {"title"}."""

@@ -96,6 +96,8 @@ REST: tuple[Route, ...] = (
     _rest("GET", _NAMESPACE, "get_namespace"),
     # pullkv's own (not a Cloudflare route): counts over the namespace's live keys.
     _rest("GET", _NAMESPACE + "/pullkv/stats", "namespace_stats"),
+    # pullkv's own: the namespace's change feed, for applications (pullkv.feed.stream).
+    _rest("GET", _NAMESPACE + "/changes", "watch_changes"),
     _rest("PUT", _NAMESPACE, "rename_namespace"),
     _rest("DELETE", _NAMESPACE, "delete_namespace"),
     _rest("GET", _NAMESPACE + "/values/{key*}", "get_value"),
