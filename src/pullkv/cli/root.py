@@ -14,6 +14,7 @@ from pullkv.cli.context import Context
 from pullkv.cli.keyring import keyring
 from pullkv.cli.options import DEFAULT_URL
 from pullkv.cli.servers import cluster, edge, origin, serve
+from pullkv.cli.simulate import simulate
 from pullkv.cli.store import store
 from pullkv.cli.tls import tls
 
@@ -87,5 +88,6 @@ for _command in (
     cluster,
     store,
     tls,
+    simulate,
 ):
     main.add_command(_command)
