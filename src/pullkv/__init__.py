@@ -21,6 +21,7 @@ from pullkv.errors import (
     RateLimitedError,
     ServerError,
 )
+from pullkv.localcache import LocalCache
 from pullkv.watch import AsyncWatch, Watch, WatchEvent, WatchReset
 
 __version__ = "0.1.0"
@@ -34,6 +35,7 @@ __all__ = [
     "BadRequestError",
     "Client",
     "ListResult",
+    "LocalCache",
     "Namespace",
     "NotFoundError",
     "PermissionDenied",

@@ -18,6 +18,14 @@ from urllib.parse import quote
 import httpx
 
 from pullkv.errors import APIError, PreconditionFailedError, api_error
+from pullkv.localcache import (
+    AsyncCachedReads,
+    Cached,
+    CachedReads,
+    LocalCache,
+    to_cached,
+    value_of,
+)
 from pullkv.watch import AsyncWatch, Watch
 
 T = TypeVar("T")
@@ -34,6 +42,8 @@ class ValueWithMetadata:
     metadata: Any
     expiration: int | None = None
     etag: str | None = None  # the entry's version, for put/delete(if_match=...)
+    # With a LocalCache: how this read was answered, as a Cache-Status header says it.
+    cache_status: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +114,47 @@ def _decode(data: bytes, kind: ValueType) -> Any:
         return data
     text = data.decode("utf-8", errors="replace")
     return json.loads(text) if kind == "json" else text
+
+
+def _cache_write(
+    cache: LocalCache | None,
+    namespace_id: str,
+    key: str,
+    value: str | bytes | None,
+    metadata: Any,
+    expiration: int | None,
+    expiration_ttl: int | None,
+    etag: str | None,
+) -> None:
+    """An acknowledged write, into the local cache (None ``value``: a delete), so the
+    writer's next read sees it; without a version to order it by, the key is dropped."""
+    if cache is None:
+        return
+    version = to_cached(None, None, None, etag, 0.0).version
+    if not version:
+        cache.forget(namespace_id, key)
+        return
+    raw = value.encode("utf-8") if isinstance(value, str) else value
+    if expiration is None and expiration_ttl is not None:
+        expiration = int(cache.epoch()) + expiration_ttl
+    metadata_json = None if metadata is None else json.dumps(metadata, separators=(",", ":"))
+    cache.written(namespace_id, key, raw, metadata_json, expiration, version)
+
+
+def _refused(cache: LocalCache | None, namespace_id: str, key: str) -> None:
+    """A refused condition means the key moved on: the cached version is not the latest."""
+    if cache is not None:
+        cache.forget(namespace_id, key)
+
+
+def _with_metadata(cached: Cached, kind: ValueType, status: str) -> ValueWithMetadata:
+    """A cached entry as ``get_with_metadata`` returns it."""
+    if cached.raw is None:
+        return ValueWithMetadata(None, None, cache_status=status)
+    etag = f'"{cached.version}"' if cached.version else None
+    return ValueWithMetadata(
+        value_of(cached, kind), cached.metadata(), cached.expiration, etag, status
+    )
 
 
 def _key_path(key: str) -> str:
@@ -206,10 +257,10 @@ class _NamespaceCalls:
         }
         return _Call("PUT", path, _etag, params=params, files=files, headers=headers)
 
-    def delete_call(self, key: str, if_match: str | None = None) -> _Call[None]:
+    def delete_call(self, key: str, if_match: str | None = None) -> _Call[str | None]:
         headers = _condition_headers(if_match, False)
         path = f"{self._base}/values/{_key_path(key)}"
-        return _Call("DELETE", path, lambda r: None, headers=headers)
+        return _Call("DELETE", path, _etag, headers=headers)
 
     def fresh_read_call(self, key: str, kind: ValueType) -> _Call[Any]:
         """A read for a read-modify-write: asks every cache on the way to revalidate."""
@@ -329,11 +380,13 @@ class Client:
         account_id: str | None = None,
         timeout: float = 60.0,
         transport: httpx.BaseTransport | None = None,
+        cache: LocalCache | None = None,
     ) -> None:
         self._http = httpx.Client(
             base_url=url.rstrip("/"), headers=_headers(token), timeout=timeout, transport=transport
         )
         self._calls: _ClientCalls | None = _ClientCalls(account_id) if account_id else None
+        self.cache = cache  # an in-process edge for reads (pullkv.localcache)
 
     def __enter__(self) -> Client:
         return self
@@ -342,7 +395,9 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pool (and stop the cache's watches)."""
+        if self.cache is not None:
+            self.cache.close()
         self._http.close()
 
     def _run(self, call: _Call[T]) -> T:
@@ -460,6 +515,21 @@ class Namespace:
         self.id = namespace_id
         self._client = client
         self._calls = _NamespaceCalls(f"{client.account.namespaces}/{namespace_id}")
+        self._cache = client.cache
+        self._reads: CachedReads | None = None
+        if client.cache is not None:
+            self._reads = CachedReads(client.cache, namespace_id, self._fetch, self._watch_all)
+
+    def _fetch(self, key: str, cache_ttl: int | None) -> Cached:
+        """A read for the local cache: the raw value with its metadata and version."""
+        assert self._cache is not None
+        started = self._cache.clock()  # vouched for from when it was asked, not answered
+        call = self._calls.get_with_metadata_call(key, "bytes", cache_ttl)
+        got = self._client._run(call)
+        return to_cached(got.value, got.metadata, got.expiration, got.etag, started)
+
+    def _watch_all(self, on_reset: Callable[[], None]) -> Watch:
+        return Watch(self._client._http, self._calls.changes_path, on_reset=on_reset)
 
     @overload
     def get(self, key: str, type: ValueType = "text", cache_ttl: int | None = None) -> Any: ...
@@ -471,6 +541,16 @@ class Namespace:
         self, key: str | Sequence[str], type: ValueType = "text", cache_ttl: int | None = None
     ) -> Any:
         """A value (None if missing); with a list of keys, a dict of values (bulk get)."""
+        cache = self._cache
+        if cache is not None and type != "stream" and key.__class__ is str:
+            # The local cache's hot path: a dictionary lookup and a freshness check.
+            cached = cache.fresh(self.id, key, cache_ttl)
+            if cached is not None and type == "text":
+                return cached.text
+            if cached is None:
+                assert self._reads is not None
+                cached = self._reads.read(key, cache_ttl)[0]
+            return value_of(cached, type)
         if not isinstance(key, str):
             return self._client._run(self._calls.bulk_get_call(key, type, False, cache_ttl))
         call = self._calls.get_call(key, type, cache_ttl)
@@ -481,9 +561,13 @@ class Namespace:
     def get_with_metadata(
         self, key: str | Sequence[str], type: ValueType = "text", cache_ttl: int | None = None
     ) -> Any:
-        """A ValueWithMetadata; with a list of keys, a dict of them (None for missing keys)."""
+        """A ValueWithMetadata; with a list of keys, a dict of them (None for missing keys).
+        With a local cache, ``cache_status`` says how a single key's read was answered."""
         if not isinstance(key, str):
             return self._client._run(self._calls.bulk_get_call(key, type, True, cache_ttl))
+        if self._reads is not None and type != "stream":
+            cached, status = self._reads.read(key, cache_ttl)
+            return _with_metadata(cached, type, status)
         return self._client._run(self._calls.get_with_metadata_call(key, type, cache_ttl))
 
     def put(
@@ -506,12 +590,23 @@ class Namespace:
         call = self._calls.put_call(
             key, value, expiration, expiration_ttl, metadata, if_match, if_absent
         )
-        return self._client._run(call)
+        try:
+            etag = self._client._run(call)
+        except PreconditionFailedError:
+            _refused(self._cache, self.id, key)
+            raise
+        _cache_write(self._cache, self.id, key, value, metadata, expiration, expiration_ttl, etag)
+        return etag
 
     def delete(self, key: str, *, if_match: str | None = None) -> None:
         """Delete a key; deleting a missing key succeeds. With ``if_match``, only if the key
         is still at that ETag (``PreconditionFailedError`` otherwise)."""
-        self._client._run(self._calls.delete_call(key, if_match))
+        try:
+            etag = self._client._run(self._calls.delete_call(key, if_match))
+        except PreconditionFailedError:
+            _refused(self._cache, self.id, key)
+            raise
+        _cache_write(self._cache, self.id, key, None, None, None, None, etag)
 
     def update(
         self,
@@ -534,11 +629,14 @@ class Namespace:
                 key, _encode_update(new, type), None, None, None, old.etag, old.etag is None
             )
             try:
-                self._client._run(call)
+                etag = self._client._run(call)
             except PreconditionFailedError:
+                _refused(self._cache, self.id, key)
                 if attempt + 1 == max_attempts:
                     raise
                 continue
+            encoded = _encode_update(new, type)
+            _cache_write(self._cache, self.id, key, encoded, None, None, None, etag)
             return new
         raise ValueError("max_attempts must be at least 1")
 
@@ -584,11 +682,13 @@ class AsyncClient:
         account_id: str | None = None,
         timeout: float = 60.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        cache: LocalCache | None = None,
     ) -> None:
         self._http = httpx.AsyncClient(
             base_url=url.rstrip("/"), headers=_headers(token), timeout=timeout, transport=transport
         )
         self._calls: _ClientCalls | None = _ClientCalls(account_id) if account_id else None
+        self.cache = cache  # an in-process edge for reads (pullkv.localcache)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -597,7 +697,9 @@ class AsyncClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pool (and stop the cache's watches)."""
+        if self.cache is not None:
+            self.cache.close()
         await self._http.aclose()
 
     async def _run(self, call: _Call[T]) -> T:
@@ -694,11 +796,33 @@ class AsyncNamespace:
         self.id = namespace_id
         self._client = client
         self._calls = _NamespaceCalls(f"{account.namespaces}/{namespace_id}")
+        self._cache = client.cache
+        self._reads: AsyncCachedReads | None = None
+        if client.cache is not None:
+            self._reads = AsyncCachedReads(client.cache, namespace_id, self._fetch, self._watch_all)
+
+    async def _fetch(self, key: str, cache_ttl: int | None) -> Cached:
+        """A read for the local cache: the raw value with its metadata and version."""
+        assert self._cache is not None
+        started = self._cache.clock()
+        call = self._calls.get_with_metadata_call(key, "bytes", cache_ttl)
+        got = await self._client._run(call)
+        return to_cached(got.value, got.metadata, got.expiration, got.etag, started)
+
+    def _watch_all(self, on_reset: Callable[[], None]) -> AsyncWatch:
+        return AsyncWatch(self._client._http, self._calls.changes_path, on_reset=on_reset)
 
     async def get(
         self, key: str | Sequence[str], type: ValueType = "text", cache_ttl: int | None = None
     ) -> Any:
         """A value (None if missing); with a list of keys, a dict of values (bulk get)."""
+        cache = self._cache
+        if cache is not None and type != "stream" and isinstance(key, str):
+            cached = cache.fresh(self.id, key, cache_ttl)
+            if cached is None:
+                assert self._reads is not None
+                cached = (await self._reads.read(key, cache_ttl))[0]
+            return value_of(cached, type)
         if not isinstance(key, str):
             return await self._client._run(self._calls.bulk_get_call(key, type, False, cache_ttl))
         call = self._calls.get_call(key, type, cache_ttl)
@@ -712,6 +836,9 @@ class AsyncNamespace:
         """A ValueWithMetadata; with a list of keys, a dict of them (None for missing keys)."""
         if not isinstance(key, str):
             return await self._client._run(self._calls.bulk_get_call(key, type, True, cache_ttl))
+        if self._reads is not None and type != "stream":
+            cached, status = await self._reads.read(key, cache_ttl)
+            return _with_metadata(cached, type, status)
         return await self._client._run(self._calls.get_with_metadata_call(key, type, cache_ttl))
 
     async def put(
@@ -730,12 +857,23 @@ class AsyncNamespace:
         call = self._calls.put_call(
             key, value, expiration, expiration_ttl, metadata, if_match, if_absent
         )
-        return await self._client._run(call)
+        try:
+            etag = await self._client._run(call)
+        except PreconditionFailedError:
+            _refused(self._cache, self.id, key)
+            raise
+        _cache_write(self._cache, self.id, key, value, metadata, expiration, expiration_ttl, etag)
+        return etag
 
     async def delete(self, key: str, *, if_match: str | None = None) -> None:
         """Delete a key; deleting a missing key succeeds. ``if_match`` as in
         ``Namespace.delete``."""
-        await self._client._run(self._calls.delete_call(key, if_match))
+        try:
+            etag = await self._client._run(self._calls.delete_call(key, if_match))
+        except PreconditionFailedError:
+            _refused(self._cache, self.id, key)
+            raise
+        _cache_write(self._cache, self.id, key, None, None, None, None, etag)
 
     async def update(
         self,
@@ -753,11 +891,14 @@ class AsyncNamespace:
                 key, _encode_update(new, type), None, None, None, old.etag, old.etag is None
             )
             try:
-                await self._client._run(call)
+                etag = await self._client._run(call)
             except PreconditionFailedError:
+                _refused(self._cache, self.id, key)
                 if attempt + 1 == max_attempts:
                     raise
                 continue
+            encoded = _encode_update(new, type)
+            _cache_write(self._cache, self.id, key, encoded, None, None, None, etag)
             return new
         raise ValueError("max_attempts must be at least 1")
 

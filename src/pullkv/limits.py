@@ -15,6 +15,8 @@ MIB = 1024 * 1024
 # expirations, offsets, limits and feed positions all end up in SQL, so larger ones are
 # refused where they come in.
 INT64_MAX = (1 << 63) - 1
+# One message of the change feed: a key (512 bytes, escaped up to 6x in JSON) and ids fit.
+FEED_LINE_MAX_BYTES = 8192
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,10 @@ _LATENCY_BUCKETS = (
 )
 
 
+FEED_INVALIDATION_OUTCOMES = ("invalidated", "ignored", "namespace", "reset")
+FEED_MESSAGE_KINDS = ("change", "beat", "reset", "gap", "dropped", "silence")
+
+
 class Metrics:
     """Every metric a node reports; each process has its own registry."""
 
@@ -109,9 +113,9 @@ class Metrics:
         )
         # Every series exists from the start (at 0), so rates and alerts work before the
         # first event, and on nodes that never follow a feed (an origin, serve).
-        for outcome in ("invalidated", "ignored", "namespace", "reset"):
+        for outcome in FEED_INVALIDATION_OUTCOMES:
             self.feed_invalidations.labels(outcome)
-        for kind in ("change", "beat", "reset", "gap", "dropped", "silence"):
+        for kind in FEED_MESSAGE_KINDS:
             self.feed_messages.labels(kind)
         for outcome in ("opened", "failed"):
             self.feed_subscriptions.labels(outcome)

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import ssl
@@ -31,7 +32,7 @@ from pullkv.edge.upstream import UPSTREAM_TOKEN_ENV, UpstreamBackend
 from pullkv.errors import KVError, StoreMaintenanceError
 from pullkv.feed.log import StoreFeed
 from pullkv.feed.policy import FeedPolicy
-from pullkv.feed.subscriber import FeedSubscriber, follow_in_process
+from pullkv.feed.subscriber import FeedSubscriber, backfill, follow_in_process
 from pullkv.http.app import App
 from pullkv.http.hot import HotReads
 from pullkv.keyring import KeyringHolder, ensure_keyring
@@ -306,8 +307,8 @@ async def start_node(config: NodeConfig, clock: Callable[[], float] = time.time)
         background=background,
         on_shutdown=close,
         hot=hot,
+        feed=feed,
     )
-    app.on_drain = feed.stop_streams
     app.facts = NodeFacts(config.role, clock(), cached=config.role == "serve")
     app.clock = clock
     return Node(config.role, app, metrics, account_id, admin_source, master_source, None, front)
@@ -362,7 +363,7 @@ async def _start_edge(config: NodeConfig, metrics: Metrics, clock: Callable[[], 
         default_ttl=config.limits.default_cache_ttl,
         epoch=clock,
         upstream_name=settings.upstream,
-        feed_policy=config.feed,
+        feed_policy=config.feed if config.invalidation else None,
     )
     keyring = KeyringHolder(edge, master_key, None, clock)
     await _check_master_key(keyring, edge, settings, master_source)
@@ -371,11 +372,13 @@ async def _start_edge(config: NodeConfig, metrics: Metrics, clock: Callable[[], 
     authenticator = Authenticator(edge, clock)
     cache_name = f"pullkv-{settings.location}"
     background: list[Callable[[], Coroutine[Any, Any, None]]] = [lambda: _prefetch_keyring(keyring)]
-    metrics.feed_streams.set_function(lambda: edge.feed.streams)
-    if config.invalidation:
+    relay = edge.feed
+    if relay is not None:
+        relay.backfill = functools.partial(backfill, upstream.changes, timeout=config.feed.silence)
+        metrics.feed_streams.set_function(lambda: relay.streams)
         subscriber = FeedSubscriber(
             upstream.changes,
-            edge.feed,
+            relay,
             edge.invalidate,
             edge.invalidate_all,
             config.feed,
@@ -395,8 +398,8 @@ async def _start_edge(config: NodeConfig, metrics: Metrics, clock: Callable[[], 
         background=background,
         on_shutdown=edge.close,
         hot=HotReads(edge, keyring, authenticator, config.limits, cache_name),
+        feed=relay,
     )
-    app.on_drain = edge.feed.stop_streams
     app.facts = NodeFacts("edge", clock(), settings.location, settings.upstream, cached=True)
     app.clock = clock
     return Node("edge", app, metrics, None, None, master_source, settings.upstream, edge)

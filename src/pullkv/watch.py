@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import NamedTuple
 
 import httpx
@@ -56,9 +57,15 @@ class _Resubscribe(Exception):
 class WatchProtocol:
     """What a watch knows (its position in the feed) and how a line moves it."""
 
-    def __init__(self, since: int | None = None, feed: str | None = None) -> None:
+    def __init__(
+        self,
+        since: int | None = None,
+        feed: str | None = None,
+        on_reset: Callable[[], None] | None = None,
+    ) -> None:
         self.position = since
         self.feed = feed
+        self.on_reset = on_reset
 
     def params(self, prefix: str) -> dict[str, str]:
         """The query of a subscription from the position held."""
@@ -76,6 +83,9 @@ class WatchProtocol:
         if isinstance(message, FeedReset):
             first = self.position is None
             self.position, self.feed = message.high, message.feed
+            if self.on_reset is not None:
+                self.on_reset()  # every reset, the first included: a cache starts over
+                return None
             if first:
                 return None  # a watch from now starts with one
             raise WatchReset(message.high, message.feed)
@@ -113,11 +123,12 @@ class Watch:
         prefix: str = "",
         since: int | None = None,
         feed: str | None = None,
+        on_reset: Callable[[], None] | None = None,
     ) -> None:
         self._http = http
         self._path = path
         self._prefix = prefix
-        self.protocol = WatchProtocol(since, feed)
+        self.protocol = WatchProtocol(since, feed, on_reset)
         self._response: httpx.Response | None = None
         self._lines: object = None
         self._backoff = RECONNECT_MIN
@@ -192,11 +203,12 @@ class AsyncWatch:
         prefix: str = "",
         since: int | None = None,
         feed: str | None = None,
+        on_reset: Callable[[], None] | None = None,
     ) -> None:
         self._http = http
         self._path = path
         self._prefix = prefix
-        self.protocol = WatchProtocol(since, feed)
+        self.protocol = WatchProtocol(since, feed, on_reset)
         self._response: httpx.Response | None = None
         self._lines: object = None
         self._backoff = RECONNECT_MIN

@@ -24,7 +24,7 @@ from typing import Any
 
 from pullkv import errors
 from pullkv.backend import Fetched, WriteResult
-from pullkv.limits import INT64_MAX
+from pullkv.limits import FEED_LINE_MAX_BYTES, INT64_MAX
 from pullkv.store.base import NamespaceOrder, NamespaceStats
 from pullkv.types import (
     ChangeRecord,
@@ -934,7 +934,15 @@ def encode_feed(messages: list[FeedMessage]) -> bytes:
 
 def decode_feed_line(line: bytes | str) -> FeedMessage:
     """One line of the feed, checked."""
-    fields = _Fields(parse_json(line, "feed message"), "feed message")
+    if len(line) > FEED_LINE_MAX_BYTES:
+        raise _malformed("feed message", f"is longer than {FEED_LINE_MAX_BYTES} bytes")
+    try:
+        # Not parse_json: a line this short cannot nest deep enough to matter, and an edge
+        # decodes one per change, so the depth pre-scan would be most of its cost.
+        data = json.loads(line)
+    except (ValueError, RecursionError):
+        raise _malformed("feed message", "is not JSON") from None
+    fields = _Fields(data, "feed message")
     kind = fields.text("t")
     if kind == "change":
         record = ChangeRecord(

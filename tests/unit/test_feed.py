@@ -271,7 +271,7 @@ class FakeUpstream:
                     await asyncio.sleep(message)  # silence
                 else:
                     assert isinstance(message, (FeedChange, FeedBeat, FeedReset))
-                    yield encode_feed([message]).decode().strip()
+                    yield encode_feed([message]).decode()
             await asyncio.sleep(3600)
 
         yield lines()

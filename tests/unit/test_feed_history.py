@@ -70,7 +70,7 @@ class Faults:
                     self.counts["swap"] += 1
                     held = out.pop()
                 for line in out:
-                    yield line
+                    yield line + "\n"
 
 
 def faulty_opener(

@@ -57,7 +57,7 @@ from pullkv.edge.namespaces import NamespaceLookups
 from pullkv.edge.tokens import TokenRecords
 from pullkv.feed.log import FeedLog
 from pullkv.feed.policy import FeedPolicy
-from pullkv.metrics import Metrics
+from pullkv.metrics import FEED_INVALIDATION_OUTCOMES, Metrics
 from pullkv.store.base import NamespaceOrder, NamespaceStats
 from pullkv.types import (
     ChangeRecord,
@@ -131,6 +131,11 @@ class EdgeBackend:
         # The newest change (version, deleted) heard for a key while its fetch was out: the
         # fetch's answer must not be older (held only while that fetch is out).
         self._floors: dict[ValueKey, tuple[int, bool]] = {}
+        # Label children looked up once: invalidate runs for every change on the feed.
+        self._invalidations = {
+            outcome: metrics.feed_invalidations.labels(outcome)
+            for outcome in FEED_INVALIDATION_OUTCOMES
+        }
         self._pending: dict[tuple[str, str], _Pending] = {}
         self._write_seq = 0
         self._list_generation: dict[tuple[str, str], int] = {}
@@ -621,7 +626,7 @@ class EdgeBackend:
         if change.key is None:  # the namespace was deleted
             self.namespaces.forget(account_id, namespace_id)
             self._drop_namespace(account_id, namespace_id)
-            self.metrics.feed_invalidations.labels("namespace").inc()
+            self._invalidations["namespace"].inc()
             return True
         cache_key: ValueKey = ("v", account_id, namespace_id, change.key)
         if cache_key in self._inflight:
@@ -630,12 +635,12 @@ class EdgeBackend:
                 self._floors[cache_key] = (change.version, change.deleted)
         current = self.cache.peek(cache_key)
         if not isinstance(current, ValueSlot) or not supersedes(change.version, current.version):
-            self.metrics.feed_invalidations.labels("ignored").inc()
+            self._invalidations["ignored"].inc()
             return False
         if change.version > current.superseded_by:
             stale = current._replace(validated_at=INVALIDATED, superseded_by=change.version)
             self.cache.update(cache_key, stale)
-        self.metrics.feed_invalidations.labels("invalidated").inc()
+        self._invalidations["invalidated"].inc()
         return True
 
     def invalidate_all(self) -> None:
@@ -648,7 +653,7 @@ class EdgeBackend:
                     self.cache.update(cache_key, slot._replace(validated_at=INVALIDATED))
             else:
                 self.cache.pop(cache_key)
-        self.metrics.feed_invalidations.labels("reset").inc()
+        self._invalidations["reset"].inc()
 
     def _drop_namespace(self, account_id: str, namespace_id: str) -> None:
         for cache_key in self.cache.snapshot():

@@ -100,7 +100,8 @@ class UpstreamBackend:
         self, since: int | None, feed: str | None
     ) -> AsyncIterator[AsyncIterator[str]]:
         """Subscribe to the upstream's change feed from position ``since`` of sequence space
-        ``feed`` (none: from now); the stream's lines, until it ends or the caller leaves."""
+        ``feed`` (none: from now); the stream's text as it arrives, until it ends or the
+        caller leaves."""
         if self.latency:
             await asyncio.sleep(self.latency)  # simulated distance (pullkv cluster up)
         params = {"since": str(since), "feed": feed or ""} if since is not None else {}
@@ -113,7 +114,7 @@ class UpstreamBackend:
                 if not response.is_success:
                     await response.aread()
                     raise self._error(response)
-                yield response.aiter_lines()
+                yield response.aiter_text()
         except httpx.TimeoutException:
             raise errors.upstream_unreachable(f"{self.url} did not answer in time") from None
         except httpx.HTTPError as exc:

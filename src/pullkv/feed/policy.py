@@ -20,6 +20,9 @@ class FeedPolicy:
     # Records kept: in the store by an origin, in memory by an edge for the edges below it.
     # A subscriber further behind than this is told to reset.
     retention: int = 100_000
+    # After news, a stream waits this long before sending, so that a burst of commits goes
+    # out as one chunk (a subscriber's cost is mostly per chunk).
+    coalesce: float = 0.002
     # Records read from a store, or sent, at a time.
     page: int = 1000
     # Reconnection backoff after a failed subscription (doubling, jittered).

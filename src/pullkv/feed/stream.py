@@ -14,6 +14,7 @@ subscriber it missed nothing up to the high-water mark.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
@@ -99,3 +100,5 @@ async def _stream(
             yield encode_feed(messages)
         if caught_up:
             await source.wait(scanned, max(0.0, beat_due - clock()) or policy.heartbeat)
+            if source.high > scanned and policy.coalesce:
+                await asyncio.sleep(policy.coalesce)

@@ -22,13 +22,14 @@ from dataclasses import dataclass
 from pullkv import errors
 from pullkv.feed.log import FeedLog, FeedSource
 from pullkv.feed.policy import FeedPolicy
-from pullkv.metrics import Metrics
+from pullkv.metrics import FEED_MESSAGE_KINDS, Metrics
 from pullkv.types import ChangeRecord
 from pullkv.wire import FeedBeat, FeedChange, FeedMessage, FeedReset, decode_feed_line
 
 log = logging.getLogger("pullkv.feed")
 
-# Opens a subscription at a position (None: from now) in a sequence space; yields lines.
+# Opens a subscription at a position (None: from now) in a sequence space; yields the
+# stream's text as it arrives (chunks of JSON lines, a line possibly split between two).
 OpenStream = Callable[[int | None, str | None], AbstractAsyncContextManager[AsyncIterator[str]]]
 
 
@@ -73,6 +74,8 @@ class FeedSubscriber:
         self._draw = draw
         self._clock = clock
         self.state = FeedState()
+        # Label children looked up once: this runs for every message.
+        self._counts = {kind: metrics.feed_messages.labels(kind) for kind in FEED_MESSAGE_KINDS}
         metrics.feed_position.set_function(lambda: self.state.position or 0)
         metrics.feed_silence.set_function(self.silence)
 
@@ -105,38 +108,42 @@ class FeedSubscriber:
 
     async def _follow(self) -> None:
         state = self.state
-        async with self._open(state.position, state.feed_id) as lines:
+        async with self._open(state.position, state.feed_id) as chunks:
             self.metrics.feed_subscriptions.labels("opened").inc()
-            iterator = aiter(lines)
+            iterator = aiter(chunks)
+            partial = ""  # a line the last chunk ended inside
             while True:
                 try:
                     async with asyncio.timeout(self.policy.silence):
-                        line = await anext(iterator)
+                        chunk = await anext(iterator)
                 except StopAsyncIteration:
                     return
                 except TimeoutError:
-                    self.metrics.feed_messages.labels("silence").inc()
+                    self._counts["silence"].inc()
                     log.info("change feed silent for %.1f s; resubscribing", self.policy.silence)
                     raise Resubscribe from None
-                if not line.strip():
-                    continue
                 received = self._clock()
-                message = decode_feed_line(line)
-                if self.delay:
-                    await asyncio.sleep(max(0.0, received + self.delay - self._clock()))
-                state.heard_at = self._clock()
-                if self.loss and self._draw() < self.loss:
-                    self.metrics.feed_messages.labels("dropped").inc()
-                    continue
-                if not self.handle(message):
-                    self.metrics.feed_messages.labels("gap").inc()
-                    raise Resubscribe
+                *lines, partial = (partial + chunk).split("\n")
+                for line in lines:
+                    if line:
+                        await self._receive(decode_feed_line(line), received)
+
+    async def _receive(self, message: FeedMessage, received: float) -> None:
+        if self.delay:
+            await asyncio.sleep(max(0.0, received + self.delay - self._clock()))
+        self.state.heard_at = self._clock()
+        if self.loss and self._draw() < self.loss:
+            self._counts["dropped"].inc()
+            return
+        if not self.handle(message):
+            self._counts["gap"].inc()
+            raise Resubscribe
 
     def handle(self, message: FeedMessage) -> bool:
         """Apply one message; False when it shows that an earlier one was lost."""
         state = self.state
         if isinstance(message, FeedReset):
-            self.metrics.feed_messages.labels("reset").inc()
+            self._counts["reset"].inc()
             self._on_reset()
             self.relay.reset(message.feed, message.high)
             self.relay.set_live(True)
@@ -144,7 +151,7 @@ class FeedSubscriber:
             return True
         if isinstance(message, FeedChange):
             # Applied even after a gap: invalidation by version is safe in any order.
-            self.metrics.feed_messages.labels("change").inc()
+            self._counts["change"].inc()
             self._on_change(message.record)
             if message.start != state.position:
                 return False
@@ -152,13 +159,23 @@ class FeedSubscriber:
             state.position = message.record.seq
             return True
         assert isinstance(message, FeedBeat)
-        self.metrics.feed_messages.labels("beat").inc()
+        self._counts["beat"].inc()
         if message.start != state.position or message.feed != state.feed_id:
             return False
         self.relay.extend([], message.high)
         self.relay.set_live(True)
         state.position = message.high
         return True
+
+
+async def _lines(chunks: AsyncIterator[str]) -> AsyncIterator[str]:
+    """The non-empty lines of a stream of text chunks."""
+    partial = ""
+    async for chunk in chunks:
+        *lines, partial = (partial + chunk).split("\n")
+        for line in lines:
+            if line:
+                yield line
 
 
 async def backfill(
@@ -170,10 +187,8 @@ async def backfill(
     records: list[ChangeRecord] = []
     position = since
     try:
-        async with asyncio.timeout(timeout), open_stream(since, feed) as lines:
-            async for line in lines:
-                if not line.strip():
-                    continue
+        async with asyncio.timeout(timeout), open_stream(since, feed) as chunks:
+            async for line in _lines(chunks):
                 message = decode_feed_line(line)
                 if isinstance(message, FeedReset) or message.start != position:
                     return None

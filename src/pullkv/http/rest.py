@@ -36,7 +36,7 @@ from pullkv.http.asgi import (
 from pullkv.http.multipart import parse_form
 from pullkv.http.routes import REST, REST_ROUTER, handlers
 from pullkv.service import BulkType, KVService, render_bulk_get
-from pullkv.types import TokenRecord, ValueWrite, WriteCondition, parse_etag
+from pullkv.types import TokenRecord, ValueWrite, WriteCondition, format_etag, parse_etag
 from pullkv.validate import (
     metadata_from_object,
     parse_cache_ttl,
@@ -373,8 +373,11 @@ class RestAPI:
         """DELETE values/{key}: succeeds whether or not the key exists (unless conditional)."""
         authorize(call.token, call.account_id, namespace_id=call.namespace_id, write=True)
         condition = write_condition(call.request)
-        await self.service.delete(call.account_id, call.namespace_id, call.key, condition)
-        return envelope(None)
+        version = await self.service.delete(call.account_id, call.namespace_id, call.key, condition)
+        response = envelope(None)
+        # The delete's version: a client's own cache orders it against the change feed.
+        response.headers.append((b"etag", format_etag(version).encode()))
+        return response
 
     # Keys.
     async def list_keys(self, call: Call) -> Response:
