@@ -73,6 +73,13 @@ class DataDirLock:
             raise DataDirError(f"cannot write the lock file {path}: {exc.strerror}") from None
         return cls(path, fd)
 
+    def fileno(self) -> int:
+        """The locked descriptor: a child process given it holds the lock too, until the last
+        holder closes it (the workers of ``--workers N``)."""
+        if self._fd is None:
+            raise DataDirError(f"{self.path} was released")
+        return self._fd
+
     def release(self) -> None:
         """Let another process use the folder."""
         if self._fd is not None:

@@ -92,6 +92,13 @@ DEFAULT_LIMITS = Limits()
 DEFAULT_SEND_TIMEOUT = 60.0
 # Open connections per server process; the next ones get an immediate 503.
 DEFAULT_MAX_CONNECTIONS = 10_000
+# A connection remembers its last read if it held one whole request answered on the fast path
+# and no longer than this, to answer the same bytes again without parsing them (a client
+# repeating a GET on a keep-alive connection). Bounds what each connection keeps.
+REPEAT_REQUEST_BYTES = 4096
+# Pre-rendered responses with the current Date line put in, kept by the server for one second
+# (past this count it starts again empty).
+DATED_RESPONSES = 256
 
 # How many token records an edge holds: valid ones, and ids its upstream said it does not know
 # (kept apart and fewer, so made-up tokens cannot push out the records of real ones).
@@ -120,3 +127,9 @@ ACCESS_LOG_FLUSH_LINES = 1024
 # longest field remembered.
 ACCESS_LOG_FIELD_MEMO = 4096
 ACCESS_LOG_FIELD_MEMO_LENGTH = 1024
+
+# --workers N (workers.py, siblings.py). Slots of the table where workers of one node note the
+# versions they acknowledged (8 bytes each: 8 MiB): two keys sharing a slot only cost a fetch.
+WORKER_VERSION_SLOTS = 1 << 20
+# How long the worker answering /metrics waits for each sibling's own exposition.
+WORKER_METRICS_TIMEOUT = 2.0

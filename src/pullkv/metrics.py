@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 
 _LATENCY_BUCKETS = (
     0.0005,
@@ -131,6 +134,17 @@ class Metrics:
             "pullkv_feed_streams", "Feed streams this node is serving.", registry=r
         )
 
+        # --workers N: every worker reports 1, so the node's sum counts those that answered.
+        self.workers = Gauge(
+            "pullkv_workers",
+            "Worker processes of this node that answered this scrape (1 without --workers).",
+            registry=r,
+        )
+        self.workers.set(1)
+        # Read at scrape time from the supervisor's count (siblings.WrittenVersions).
+        self.worker_restarts: Callable[[], float] = lambda: 0
+        r.register(_WorkerRestarts(self))
+
     def watch_cache(
         self,
         size: Callable[[], float],
@@ -147,6 +161,20 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+class _WorkerRestarts(Collector):
+    """Reports the node's worker restarts at scrape time."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(
+            "pullkv_worker_restarts",
+            "Worker processes the supervisor started again after one died (--workers N).",
+            value=self._metrics.worker_restarts(),
+        )
+
+
 class _HotResponses(Collector):
     """Reports Metrics.hot_responses at scrape time."""
 
@@ -160,3 +188,68 @@ class _HotResponses(Collector):
             "not counted again in pullkv_cache_reads.",
             value=self._metrics.hot_responses,
         )
+
+
+# Families whose node-wide value is the largest of the workers', not their sum: the longest
+# silence, the furthest feed position, and a count every worker reads from the same place.
+MERGED_BY_MAX = frozenset(
+    {"pullkv_feed_silence_seconds", "pullkv_feed_position", "pullkv_worker_restarts"}
+)
+
+SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
+
+
+class _Merged(Collector):
+    """Yields already merged families."""
+
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self._families = list(families)
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._families
+
+
+def merge(expositions: Iterable[bytes]) -> bytes:
+    """One exposition for the node from its workers' (the first one's order and help):
+    samples with the same name and labels are summed (counters, histograms' buckets, sums and
+    counts, and gauges), except the families of ``MERGED_BY_MAX``; ``_created`` times take the
+    earliest."""
+    families: dict[str, Metric] = {}
+    values: dict[str, dict[SeriesKey, float]] = {}
+    for text in expositions:
+        for family in text_string_to_metric_families(text.decode()):
+            if family.name not in families:
+                families[family.name] = family
+                values[family.name] = {}
+            merged = values[family.name]
+            for sample in family.samples:
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                held = merged.get(key)
+                if held is None:
+                    merged[key] = sample.value
+                elif sample.name.endswith("_created"):
+                    merged[key] = min(held, sample.value)
+                elif family.name in MERGED_BY_MAX:
+                    merged[key] = max(held, sample.value)
+                else:
+                    merged[key] = held + sample.value
+    out = []
+    for name, family in families.items():
+        combined = Metric(family.name, family.documentation, family.type, family.unit)
+        combined.samples = [
+            Sample(sample_name, dict(labels), value)
+            for (sample_name, labels), value in values[name].items()
+        ]
+        out.append(combined)
+    registry = CollectorRegistry()
+    registry.register(_Merged(out))
+    return generate_latest(registry)
+
+
+def samples(exposition: bytes) -> Mapping[SeriesKey, float]:
+    """Every sample of an exposition by name and sorted labels (to read a merged one)."""
+    found: dict[SeriesKey, float] = {}
+    for family in text_string_to_metric_families(exposition.decode()):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found

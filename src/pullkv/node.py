@@ -41,6 +41,7 @@ from pullkv.metrics import Metrics
 from pullkv.nodeinfo import NodeFacts
 from pullkv.origin.local import LocalBackend
 from pullkv.service import KVService
+from pullkv.siblings import Siblings, SiblingsError, WorkerPlace
 from pullkv.store import open_store, sqlite_path_for
 from pullkv.store.base import Store
 
@@ -90,6 +91,9 @@ class NodeConfig:
     feed: FeedPolicy = field(default_factory=FeedPolicy)
     invalidation: bool = True  # an edge follows its upstream's change feed
     feed_loss: float = 0.0  # fraction of feed messages an edge drops (tests and demos)
+    # One worker of several (--workers N): the supervisor holds the data folder's lock and
+    # made what the workers share.
+    worker: WorkerPlace | None = None
 
 
 @dataclass
@@ -104,6 +108,7 @@ class Node:
     master_key_source: str | None = None
     upstream: str | None = None
     backend: Backend | None = None
+    siblings: Siblings | None = None
 
 
 async def ensure_admin_token(
@@ -202,7 +207,9 @@ async def _open_origin(
     try:
         datadir.prepare(config.data_dir)
         # The folder's SQLite store takes one server at a time; a shared --store takes many.
-        lock = None if config.store_url is not None else DataDirLock.acquire(config.data_dir)
+        # A worker's supervisor holds the lock for it (its workers share the store).
+        shared = config.store_url is not None or config.worker is not None
+        lock = None if shared else DataDirLock.acquire(config.data_dir)
     except DataDirError as exc:
         raise NodeError(str(exc)) from None
     try:
@@ -262,11 +269,64 @@ def upstream_ssl(settings: EdgeSettings) -> ssl.SSLContext | bool:
     return ssl.create_default_context(cafile=str(settings.upstream_ca))
 
 
+async def prepare_workers(
+    config: NodeConfig, clock: Callable[[], float] = time.time
+) -> DataDirLock | None:
+    """Before a supervisor starts its workers: hold the data folder (the embedded store), and
+    create once what they all read (master key, keyring, account, admin token, feed id), so
+    workers starting together never race to create them. Returns the lock, if any."""
+    if config.role == "edge":
+        return None
+    store, local, _, account_id, admin_source, master_source, lock = await _open_origin(
+        config, clock
+    )
+    try:
+        await store.setdefault_setting(FEED_SETTING, uuid.uuid4().hex)
+    except BaseException as exc:
+        if lock is not None:
+            lock.release()
+        if isinstance(exc, KVError):
+            raise NodeError(exc.message) from None
+        raise
+    finally:
+        await local.close()
+    log.info(
+        "data folder ready for the workers: account %s, admin token %s, master key %s",
+        account_id,
+        admin_source,
+        master_source,
+    )
+    return lock
+
+
+def _join_siblings(config: NodeConfig, metrics: Metrics) -> Siblings | None:
+    """A worker's link to its siblings; None for a single process."""
+    if config.worker is None:
+        return None
+    try:
+        siblings = Siblings.open(config.worker)
+    except SiblingsError as exc:
+        raise NodeError(str(exc)) from None
+    metrics.worker_restarts = lambda: siblings.versions.restarts
+    return siblings
+
+
+def _with_siblings(node: Node, siblings: Siblings | None) -> Node:
+    """Serve this worker's metrics to its siblings; the app merges theirs into /metrics."""
+    if siblings is not None:
+        node.siblings = node.app.siblings = siblings
+        node.app.add_background(lambda: siblings.serve_metrics(node.metrics.render))
+        if isinstance(node.backend, EdgeBackend):
+            node.backend.written = siblings.versions
+    return node
+
+
 async def start_node(config: NodeConfig, clock: Callable[[], float] = time.time) -> Node:
     """Open what the role needs and assemble the app."""
     metrics = Metrics()
+    siblings = _join_siblings(config, metrics)
     if config.role == "edge":
-        return await _start_edge(config, metrics, clock)
+        return _with_siblings(await _start_edge(config, metrics, clock), siblings)
     opened = await _open_origin(config, clock)
     store, local, keyring, account_id, admin_source, master_source, lock = opened
     background: list[Callable[[], Coroutine[Any, Any, None]]] = [
@@ -311,7 +371,8 @@ async def start_node(config: NodeConfig, clock: Callable[[], float] = time.time)
     )
     app.facts = NodeFacts(config.role, clock(), cached=config.role == "serve")
     app.clock = clock
-    return Node(config.role, app, metrics, account_id, admin_source, master_source, None, front)
+    node = Node(config.role, app, metrics, account_id, admin_source, master_source, None, front)
+    return _with_siblings(node, siblings)
 
 
 async def _open_feed(store: Store, policy: FeedPolicy) -> StoreFeed:

@@ -1,18 +1,20 @@
 """What a node says about itself at ``GET /client/v4/pullkv/info`` (``pullkv info``).
 
 Any valid token may ask. The answer holds the node's own facts (version, role, location,
-upstream, uptime, cache figures) and the asking token's account id, never another account's
-data: the cache figures are totals over the whole node, as in ``/metrics``.
+upstream, uptime, cache figures, which worker answered) and the asking token's account id,
+never another account's data: the cache figures are totals over the whole node, as in
+``/metrics`` (with ``--workers N``, over every worker).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from pullkv import __version__
-from pullkv.metrics import Metrics
+from pullkv.metrics import SeriesKey
 from pullkv.types import TokenRecord
 
 # Cached reads answered without asking the upstream (pullkv_cache_reads results).
@@ -31,15 +33,20 @@ class NodeFacts:
     cached: bool = False
 
 
-def _reads(metrics: Metrics, result: str) -> float:
-    value = metrics.registry.get_sample_value("pullkv_cache_reads_total", {"result": result})
-    return value or 0.0
-
-
 def describe(
-    facts: NodeFacts, metrics: Metrics, token: TokenRecord, clock: Callable[[], float]
+    facts: NodeFacts,
+    samples: Mapping[SeriesKey, float],
+    token: TokenRecord,
+    clock: Callable[[], float],
+    worker: tuple[int, int] = (0, 1),
 ) -> dict[str, Any]:
-    """The info document for ``token``: cache figures are null on a node without a cache."""
+    """The info document for ``token`` from the node's metric ``samples``
+    (``metrics.samples``); ``worker`` is (this worker's index, how many). Cache figures are
+    null on a node without a cache."""
+
+    def sample(name: str, **labels: str) -> float:
+        return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
     info: dict[str, Any] = {
         "version": __version__,
         "role": facts.role,
@@ -49,14 +56,16 @@ def describe(
         "upstream": facts.upstream,
         "uptime_seconds": max(0, int(clock() - facts.started)),
         "cache": None,
+        "worker": {"index": worker[0], "workers": worker[1], "pid": os.getpid()},
     }
     if facts.cached:
         # Hot-path answers are fresh hits not counted again in pullkv_cache_reads.
-        hits = sum(_reads(metrics, r) for r in _HITS) + metrics.hot_responses
-        total = hits + sum(_reads(metrics, r) for r in _FORWARDED)
+        reads = "pullkv_cache_reads_total"
+        hits = sum(sample(reads, result=r) for r in _HITS) + sample("pullkv_hot_responses_total")
+        total = hits + sum(sample(reads, result=r) for r in _FORWARDED)
         info["cache"] = {
-            "entries": int(metrics.registry.get_sample_value("pullkv_cache_entries") or 0),
-            "bytes": int(metrics.registry.get_sample_value("pullkv_cache_bytes") or 0),
+            "entries": int(sample("pullkv_cache_entries")),
+            "bytes": int(sample("pullkv_cache_bytes")),
             "reads": int(total),
             "hit_ratio": round(hits / total, 4) if total else None,
         }

@@ -72,9 +72,12 @@ async def serve_node(
 
     def ready() -> None:
         announce(node, f"{scheme}://{url_host}:{server.port}")
+        if node.siblings is not None:
+            node.siblings.mark_ready()
 
     try:
-        await server.start(host, port)
+        # The workers of one node (--workers N) each listen on the same port.
+        await server.start(host, port, reuse_port=config.worker is not None)
     except OSError as exc:
         raise NodeError(f"cannot listen on {url_host}:{port}: {exc.strerror or exc}") from None
     await server.serve_until_shutdown(ready=ready)

@@ -383,3 +383,11 @@ async def test_a_stream_waits_for_a_log_to_hear_its_upstream_before_resetting() 
     got = await asyncio.wait_for(first, 2)
     assert got[0] == FeedChange(5, rec(6))
     await stream.aclose()
+
+
+async def test_following_in_process_ends_when_the_node_shuts_down() -> None:
+    log = FeedLog(POLICY, "f", 0)
+    follower = asyncio.ensure_future(follow_in_process(log, lambda r: None, 3))
+    await asyncio.sleep(0.01)
+    log.stop_streams()
+    await asyncio.wait_for(follower, 1)  # returns: it does not spin on the closed log

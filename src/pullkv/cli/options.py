@@ -143,6 +143,23 @@ listen_options = _apply(
             show_default=True,
             help="One line per request on stderr: key=value text, JSON, or none.",
         ),
+        click.option(
+            "--workers",
+            type=click.IntRange(min=1),
+            default=1,
+            show_default=True,
+            metavar="N",
+            help="Worker processes accepting on the one port (SO_REUSEPORT), under a "
+            "supervisor that restarts any that dies; 1: a single process.",
+        ),
+        # Set by the supervisor on the workers it starts (pullkv.workers).
+        click.option("--worker-index", type=click.IntRange(min=0), default=None, hidden=True),
+        click.option(
+            "--worker-runtime",
+            type=click.Path(exists=True, file_okay=False, path_type=Path),
+            default=None,
+            hidden=True,
+        ),
     ]
 )
 

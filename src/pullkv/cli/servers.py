@@ -67,14 +67,93 @@ def _tls(cert: Path | None, key: Path | None) -> tuple[Path, Path] | None:
     return None if cert is None or key is None else (cert, key)
 
 
+def _worker_argv(ctx: click.Context, port: int) -> list[str]:
+    """The command line a worker gets: the options given on this one (those from the
+    environment reach it through its environment), on the port the supervisor checked."""
+    from click.core import ParameterSource
+
+    argv = [str(ctx.info_name)]
+    for param in ctx.command.params:
+        name = param.name
+        if not isinstance(param, click.Option) or name in (None, "port"):
+            continue
+        if ctx.get_parameter_source(name) is not ParameterSource.COMMANDLINE:
+            continue
+        value = ctx.params[name]
+        if param.is_flag:
+            if value:
+                argv.append(param.opts[0])
+            elif param.secondary_opts:
+                argv.append(param.secondary_opts[0])
+        else:
+            argv += [param.opts[0], str(value)]
+    return [*argv, "--port", str(port)]
+
+
+def _supervise(config: Any, options: dict[str, Any]) -> None:
+    """Run ``options["workers"]`` workers of this node under a supervisor (pullkv.workers)."""
+    import asyncio
+
+    from pullkv.node import NodeError, prepare_workers
+    from pullkv.runner import configure_logging
+    from pullkv.workers import check_port_free, supervise, worker_command
+
+    configure_logging(options["log_level"])
+    _tls(options["tls_cert"], options["tls_key"])
+    if config.role != "edge" and config.limits.writes_per_key_per_second:
+        from pullkv.store import is_postgres_url
+
+        if not is_postgres_url(config.store_url or ""):
+            # On SQLite the rate is kept in the origin's memory, which workers do not share.
+            raise click.UsageError(
+                "--same-key-write-rate with --workers needs a PostgreSQL --store, which "
+                "enforces it in the database for every process"
+            )
+    host = options["host"]
+    try:
+        port = check_port_free(host, options["port"])
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot listen on {host}:{options['port']}: {exc.strerror or exc}"
+        ) from None
+    try:
+        lock = asyncio.run(prepare_workers(config))
+    except NodeError as exc:
+        raise click.ClickException(str(exc)) from None
+    argv = _worker_argv(click.get_current_context(), port)
+    try:
+        status = supervise(
+            options["workers"],
+            lambda index, runtime: worker_command(argv, index, runtime),
+            pass_fds=() if lock is None else (lock.fileno(),),
+        )
+    finally:
+        if lock is not None:
+            lock.release()
+    raise SystemExit(status)
+
+
 def _launch(config: Any, options: dict[str, Any]) -> None:
     from pullkv.node import Node, NodeError
     from pullkv.runner import configure_logging, run
+    from pullkv.siblings import WorkerPlace
 
+    index = options["worker_index"]
+    if index is None and options["workers"] > 1:
+        _supervise(config, options)
+        return
+    if index is not None:
+        if options["worker_runtime"] is None:
+            raise click.UsageError("--worker-index goes with --worker-runtime")
+        config.worker = WorkerPlace(index, options["workers"], options["worker_runtime"])
     configure_logging(options["log_level"])
     tls = _tls(options["tls_cert"], options["tls_key"])
 
     def announce(node: Node, url: str) -> None:
+        if index:  # the first worker speaks for the node
+            return
+        if node.siblings is not None:
+            click.echo(f"pullkv {node.role}: {node.siblings.count} workers", err=True)
         click.echo(f"pullkv {node.role} serving at {url}", err=True)
         click.echo(f"  REST API:     {url}/client/v4", err=True)
         if node.account_id is not None:

@@ -33,6 +33,7 @@ from pullkv.edge.cache import (
     ENTRY_EXPIRATION,
     FROZEN_ENTRY,
     FROZEN_VALIDATED_AT,
+    FROZEN_VERSION,
     INVALIDATED,
     ByteLRU,
     CachePolicy,
@@ -58,6 +59,7 @@ from pullkv.edge.tokens import TokenRecords
 from pullkv.feed.log import FeedLog
 from pullkv.feed.policy import FeedPolicy
 from pullkv.metrics import FEED_INVALIDATION_OUTCOMES, Metrics
+from pullkv.siblings import WrittenVersions, behind
 from pullkv.store.base import NamespaceOrder, NamespaceStats
 from pullkv.types import (
     ChangeRecord,
@@ -140,6 +142,9 @@ class EdgeBackend:
         self._write_seq = 0
         self._list_generation: dict[tuple[str, str], int] = {}
         self._background: set[asyncio.Task[None]] = set()
+        # With --workers N: the versions every worker of this node acknowledged, so that none
+        # answers with an entry older than a write another one acknowledged (None: one process).
+        self.written: WrittenVersions | None = None
         self.tokens = TokenRecords(
             lambda token_id: self._upstream_call("token", self.upstream.get_token(token_id)),
             policy,
@@ -184,12 +189,16 @@ class EdgeBackend:
 
         If the cached entry equals ``known`` (one the caller kept from an earlier call),
         ``known`` itself is returned: the caller tells by identity that nothing changed."""
+        cache_key = ("v", account_id, namespace_id, key)
         # Read in its frozen form: thawing the whole slot costs as much as the rest of a hit.
-        stored = self.cache.get_stored(("v", account_id, namespace_id, key))
+        stored = self.cache.get_stored(cache_key)
         if type(stored) is not tuple:
             return None
         sealed = stored[FROZEN_ENTRY]
         if sealed is None:
+            return None
+        written = self.written
+        if written is not None and behind(written.floor(cache_key), stored[FROZEN_VERSION], False):
             return None
         validated_at = stored[FROZEN_VALIDATED_AT]
         now = self.clock()
@@ -223,8 +232,13 @@ class EdgeBackend:
             lookups = await self._read_strong(account_id, namespace_id, [key], ttl)
             return lookups[key]
         cache_key: ValueKey = ("v", account_id, namespace_id, key)
+        floor = 0 if self.written is None else self.written.floor(cache_key)
         slot = self.cache.get(cache_key)
         now = self.clock()
+        if floor and isinstance(slot, ValueSlot) and behind(floor, slot.version, not slot.entry):
+            # Another worker of this node acknowledged a newer write: this entry is gone, and
+            # must not be served even stale.
+            slot = None
         if isinstance(slot, ValueSlot):
             state = freshness(slot.validated_at, now, ttl, self.policy)
             if state is not Freshness.EXPIRED:
@@ -241,7 +255,24 @@ class EdgeBackend:
                 return Lookup(entry, info)
         else:
             slot = None
-        return await self._read_through(cache_key, slot, ttl, now)
+        lookup = await self._read_through(cache_key, slot, ttl, now)
+        if floor and behind(floor, lookup.entry.version if lookup.entry else 0, not lookup.entry):
+            return await self._read_past(cache_key, ttl, floor)
+        return lookup
+
+    async def _read_past(self, cache_key: ValueKey, ttl: int, floor: int) -> Lookup:
+        """A read whose answer was older than a write another worker of this node
+        acknowledged (a fetch that left before it, which the read joined; or the key is gone
+        since: expired, or deleted elsewhere): ask the origin. If the key is absent there, the
+        cache holds "not found" as of that write's version, so later reads need not ask."""
+        _, account_id, namespace_id, key = cache_key
+        lookup = (await self._read_strong(account_id, namespace_id, [key], ttl))[key]
+        if lookup.entry is None:
+            current = self.cache.peek(cache_key)
+            if not (isinstance(current, ValueSlot) and current.version >= floor >> 1):
+                slot = ValueSlot(None, floor >> 1, self.clock())
+                self.cache.put(cache_key, slot, slot.size(len(key.encode())))
+        return lookup
 
     async def _read_through(
         self, cache_key: ValueKey, slot: ValueSlot | None, ttl: int, now: float
@@ -564,6 +595,8 @@ class EdgeBackend:
                 continue
             entry = SealedEntry(write.key, write.value, write.metadata, write.expiration, version)
             self._cache_written(("v", account_id, namespace_id, write.key), entry, version, now)
+            if self.written is not None:  # before the client hears of it
+                self.written.note(("v", account_id, namespace_id, write.key), version, False)
         self._bump_lists(account_id, namespace_id)
         self.metrics.writes.labels("put").inc(len(result.versions))
         return result
@@ -587,6 +620,8 @@ class EdgeBackend:
         self._write_seq += 1
         for key, version in result.versions.items():
             self._cache_written(("v", account_id, namespace_id, key), None, version, now)
+            if self.written is not None:  # before the client hears of it
+                self.written.note(("v", account_id, namespace_id, key), version, True)
         self._bump_lists(account_id, namespace_id)
         self.metrics.writes.labels("delete").inc(len(result.versions))
         return result

@@ -324,7 +324,7 @@ class ByteLRU(Generic[K, V]):
 
 
 # Positions in a frozen value slot, for the edge's own readers that skip thawing.
-FROZEN_ENTRY, FROZEN_VALIDATED_AT = 0, 2
+FROZEN_ENTRY, FROZEN_VERSION, FROZEN_VALIDATED_AT = 0, 1, 2
 ENTRY_EXPIRATION = 3
 
 

@@ -22,7 +22,7 @@ class FeedPolicy:
     retention: int = 100_000
     # After news, a stream waits this long before sending, so that a burst of commits goes
     # out as one chunk (a subscriber's cost is mostly per chunk).
-    coalesce: float = 0.002
+    coalesce: float = 0.005
     # Records read from a store, or sent, at a time.
     page: int = 1000
     # Reconnection backoff after a failed subscription (doubling, jittered).

@@ -210,15 +210,18 @@ async def follow_in_process(
     page: int,
 ) -> None:
     """Apply a feed in this process to a cache in front of its store (``pullkv serve``, whose
-    store other origins may share), from now on, until cancelled."""
+    store other origins may share), from now on, until cancelled or the node shuts down."""
     position = source.high
-    while True:
+    while not source.closed:
         records = await source.records_after(position, page)
         if records is None:  # fell behind what is retained: cannot happen in one process
             position = source.high
+            await asyncio.sleep(0)
             continue
         for record in records:
             on_change(record)
             position = record.seq
         if len(records) < page:
             await source.wait(position, 1.0)
+        else:
+            await asyncio.sleep(0)  # a long catch-up still lets the loop run

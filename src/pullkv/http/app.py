@@ -30,9 +30,10 @@ from pullkv.http.routes import (
     handlers,
     label,
 )
-from pullkv.metrics import Metrics
+from pullkv.metrics import Metrics, merge, samples
 from pullkv.nodeinfo import NodeFacts, describe
 from pullkv.service import KVService
+from pullkv.siblings import Siblings
 from pullkv.types import TokenRecord
 
 log = logging.getLogger("pullkv.http")
@@ -92,6 +93,12 @@ class App:
         # Set by pullkv.node once the node knows its role; read by GET /client/v4/pullkv/info.
         self.facts = NodeFacts("serve", time.time())
         self.clock: Callable[[], float] = time.time
+        # Set by pullkv.node on a worker of several (--workers N).
+        self.siblings: Siblings | None = None
+
+    def add_background(self, job: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``job`` from lifespan startup until shutdown, with the others."""
+        self._background.append(job)
 
     def begin_shutdown(self) -> None:
         """pullkv's HTTP server calls this as it starts draining: feed streams end now."""
@@ -195,7 +202,16 @@ class App:
     async def info(self, request: Request) -> Response:
         """What this node is, for any valid token (``pullkv info``)."""
         token = await self.authenticator.authenticate(request.header("authorization"))
-        return envelope(describe(self.facts, self.metrics, token, self.clock))
+        node = samples(await self.node_metrics())
+        worker = (0, 1) if self.siblings is None else (self.siblings.index, self.siblings.count)
+        return envelope(describe(self.facts, node, token, self.clock, worker))
+
+    async def node_metrics(self) -> bytes:
+        """The node's exposition: this process's, merged with its sibling workers'."""
+        own = self.metrics.render()
+        if self.siblings is None:
+            return own
+        return merge([own, *await self.siblings.sibling_expositions()])
 
     async def metrics_text(self, request: Request) -> Response:
         """The Prometheus metrics of the whole node."""
@@ -205,7 +221,7 @@ class App:
             raise errors.permission_denied(
                 "metrics need an edge token or an admin token not limited to namespaces"
             )
-        return Response(200, self.metrics.render(), PROMETHEUS_TYPE)
+        return Response(200, await self.node_metrics(), PROMETHEUS_TYPE)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

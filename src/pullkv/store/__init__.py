@@ -22,6 +22,11 @@ def is_store_url(url: str) -> bool:
     return url.startswith(("sqlite://", *_POSTGRES_SCHEMES))
 
 
+def is_postgres_url(url: str) -> bool:
+    """Whether the URL names a PostgreSQL store (one several processes share)."""
+    return url.startswith(_POSTGRES_SCHEMES)
+
+
 def describe_url(url: str) -> str:
     """The URL as it may be shown or logged: without a password."""
     if url.startswith(_POSTGRES_SCHEMES):
