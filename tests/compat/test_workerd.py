@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import pytest
@@ -67,10 +67,20 @@ def pullkv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     proc.stop()
 
 
+class BindingNode(Protocol):
+    """The node serving a Worker's KV binding: where it listens, and a token for it."""
+
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def admin_token(self) -> str: ...
+
+
 class Worker:
     """A workerd process running kv-suite.js against one namespace."""
 
-    def __init__(self, folder: Path, pullkv: ServerProcess, namespace: str) -> None:
+    def __init__(self, folder: Path, pullkv: BindingNode, namespace: str) -> None:
         self.port = free_port()
         folder.mkdir(parents=True, exist_ok=True)
         shutil.copy(SUITE, folder / "kv-suite.js")

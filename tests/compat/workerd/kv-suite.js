@@ -121,6 +121,11 @@ const SCENARIOS = {
   async hot(kv) {
     return kv.get("hot");
   },
+
+  // Freshness across locations: the binding's edge reads "flag" as a Worker would.
+  async flag(kv) {
+    return { value: await kv.get("flag") };
+  },
 };
 
 export default {
