@@ -71,6 +71,15 @@ class Cached(NamedTuple):
         return None if self.metadata_json is None else json.loads(self.metadata_json)
 
 
+class Read(NamedTuple):
+    """How a read was answered: the entry, a Cache-Status-like line, and whether the caller
+    should start the key's background refresh."""
+
+    cached: Cached
+    status: str
+    refresh: bool = False
+
+
 @dataclass(slots=True)
 class CacheStats:
     """What the cache did, for debugging and benchmarks."""
@@ -163,6 +172,32 @@ class LocalCache:
         if cached is None or cached.expiration is None or cached.expiration > self.epoch():
             return cached
         return None
+
+    def plan(self, cache_key: CacheKey, ttl: int) -> tuple[Cached | None, Read | None]:
+        """How a read the hot path could not answer goes: the entry held (unless its key
+        expired), and the answer from it if the cache may give one now (``refresh`` says to
+        start the one background refresh); None: fetch."""
+        current = self.held(cache_key)
+        if current is None:
+            return None, None
+        state = self.state(current, ttl)
+        if state is Freshness.EXPIRED:
+            return current, None
+        refresh = state is Freshness.REVALIDATE and self.start_refresh(cache_key)
+        self.stats.hits += 1
+        return current, Read(current, self.status(current, ttl), refresh)
+
+    def fetched(self, current: Cached | None, got: Cached, ttl: int) -> Read:
+        """The answer of a read that fetched ``got``."""
+        self.stats.misses += 1
+        return Read(got, self.status(got, ttl, forward="miss" if current is None else "stale"))
+
+    def failed(self, current: Cached | None, exc: BaseException, ttl: int) -> Read | None:
+        """The stale answer a failed fetch may be replaced by (stale-if-error), or None."""
+        if current is None or not _server_failed(exc) or not self.stale_ok(current, ttl):
+            return None
+        self.stats.stale += 1
+        return Read(current, self.status(current, ttl, forward="stale"))
 
     def state(self, cached: Cached, ttl: int) -> Freshness:
         """What a read with ``ttl`` may do with an entry (the edge's rule)."""
@@ -386,12 +421,11 @@ class CachedReads:
         self._ensure_watch()
         cache_key = (self.namespace_id, key)
         ttl = cache_ttl or cache.default_ttl
-        current = cache.held(cache_key)
-        if current is not None and cache.state(current, ttl) is not Freshness.EXPIRED:
-            if cache.state(current, ttl) is Freshness.REVALIDATE and cache.start_refresh(cache_key):
+        current, answer = cache.plan(cache_key, ttl)
+        if answer is not None:
+            if answer.refresh:
                 cache.pool().submit(self._refresh, key, cache_ttl)
-            cache.stats.hits += 1
-            return current, cache.status(current, ttl)
+            return answer.cached, answer.status
         future, mine = cache.flight(cache_key)
         if mine:
             try:
@@ -403,12 +437,12 @@ class CachedReads:
         try:
             got = future.result()
         except Exception as exc:
-            if current is not None and _server_failed(exc) and cache.stale_ok(current, ttl):
-                cache.stats.stale += 1
-                return current, cache.status(current, ttl, forward="stale")
-            raise
-        cache.stats.misses += 1
-        return got, cache.status(got, ttl, forward="miss" if current is None else "stale")
+            stale = cache.failed(current, exc, ttl)
+            if stale is None:
+                raise
+            return stale.cached, stale.status
+        answer = cache.fetched(current, got, ttl)
+        return answer.cached, answer.status
 
     def _refresh(self, key: str, cache_ttl: int | None) -> None:
         cache_key = (self.namespace_id, key)
@@ -470,12 +504,11 @@ class AsyncCachedReads:
         self._ensure_watch()
         cache_key = (self.namespace_id, key)
         ttl = cache_ttl or cache.default_ttl
-        current = cache.held(cache_key)
-        if current is not None and cache.state(current, ttl) is not Freshness.EXPIRED:
-            if cache.state(current, ttl) is Freshness.REVALIDATE and cache.start_refresh(cache_key):
+        current, answer = cache.plan(cache_key, ttl)
+        if answer is not None:
+            if answer.refresh:
                 self._spawn(self._refresh(key, cache_ttl))
-            cache.stats.hits += 1
-            return current, cache.status(current, ttl)
+            return answer.cached, answer.status
         future = self._flights.get(key)
         if future is None:
             future = asyncio.get_running_loop().create_future()
@@ -489,12 +522,12 @@ class AsyncCachedReads:
         try:
             got = await asyncio.shield(future)
         except Exception as exc:
-            if current is not None and _server_failed(exc) and cache.stale_ok(current, ttl):
-                cache.stats.stale += 1
-                return current, cache.status(current, ttl, forward="stale")
-            raise
-        cache.stats.misses += 1
-        return got, cache.status(got, ttl, forward="miss" if current is None else "stale")
+            stale = cache.failed(current, exc, ttl)
+            if stale is None:
+                raise
+            return stale.cached, stale.status
+        answer = cache.fetched(current, got, ttl)
+        return answer.cached, answer.status
 
     async def _refresh(self, key: str, cache_ttl: int | None) -> None:
         cache_key = (self.namespace_id, key)
