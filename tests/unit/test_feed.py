@@ -391,3 +391,40 @@ async def test_following_in_process_ends_when_the_node_shuts_down() -> None:
     await asyncio.sleep(0.01)
     log.stop_streams()
     await asyncio.wait_for(follower, 1)  # returns: it does not spin on the closed log
+
+
+async def test_a_subscription_the_upstream_never_answers_is_given_up() -> None:
+    opened: list[int | None] = []
+
+    async def nothing() -> AsyncIterator[str]:
+        await asyncio.sleep(3600)
+        yield ""
+
+    @contextlib.asynccontextmanager
+    async def frozen(since: int | None, feed: str | None) -> AsyncIterator[AsyncIterator[str]]:
+        opened.append(since)
+        await asyncio.sleep(3600)  # accepted, never answered
+        yield nothing()
+
+    metrics = Metrics()
+    sub = FeedSubscriber(
+        frozen,
+        FeedLog(POLICY),
+        lambda r: None,
+        lambda: None,
+        FeedPolicy(silence=0.05, reconnect_min=0.01, reconnect_max=0.02),
+        metrics,
+    )
+    task = asyncio.ensure_future(sub.run())
+    for _ in range(200):
+        if len(opened) >= 3:
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert len(opened) >= 3  # it kept trying rather than wait forever
+    failed = metrics.registry.get_sample_value(
+        "pullkv_feed_subscriptions_total", {"outcome": "failed"}
+    )
+    assert failed is not None and failed >= 2

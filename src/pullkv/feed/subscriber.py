@@ -12,6 +12,7 @@ as without a feed (TTLs bound everything) until a new subscription catches up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -108,7 +109,16 @@ class FeedSubscriber:
 
     async def _follow(self) -> None:
         state = self.state
-        async with self._open(state.position, state.feed_id) as chunks:
+        async with contextlib.AsyncExitStack() as stack:
+            # A frozen upstream accepts the connection and never answers: the opening is
+            # bounded too (an edge relay may take up to a silence to hear its own upstream).
+            try:
+                async with asyncio.timeout(2 * self.policy.silence):
+                    opening = self._open(state.position, state.feed_id)
+                    chunks = await stack.enter_async_context(opening)
+            except TimeoutError:
+                self._counts["silence"].inc()
+                raise errors.upstream_unreachable("the upstream's feed did not answer") from None
             self.metrics.feed_subscriptions.labels("opened").inc()
             iterator = aiter(chunks)
             partial = ""  # a line the last chunk ended inside
