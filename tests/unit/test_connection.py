@@ -42,9 +42,11 @@ class FakeTransport(asyncio.Transport):
         self.eof_written = False
         self.closed = False
         self.aborted = False
+        self.writes = 0
 
     def write(self, data: bytes | bytearray | memoryview[Any]) -> None:
         self.data += data
+        self.writes += 1
 
     def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview[Any]]) -> None:
         for data in list_of_data:
@@ -91,6 +93,7 @@ class SampleApp:
 
     def __init__(self) -> None:
         self.fast_calls = 0
+        self.declining = False  # the fast path answers nothing
         self.asgi_paths: list[str] = []
         self.release = asyncio.Event()
         self.fast_bytes = build_response(200, b"fast", [(b"content-type", b"text/plain")])
@@ -98,7 +101,7 @@ class SampleApp:
     def fast_response(
         self, method: bytes, path: bytes, query: bytes, headers: list[tuple[bytes, bytes]]
     ) -> bytes | None:
-        if path != b"/fast":
+        if path != b"/fast" or self.declining:
             return None
         self.fast_calls += 1
         return self.fast_bytes
@@ -231,6 +234,65 @@ async def test_fast_requests_are_answered_within_the_read(h: Harness) -> None:
     assert h.app.fast_calls == 3
     assert h.app.asgi_paths == []
     assert h.conn.tasks() == []
+
+
+async def test_fast_responses_to_one_read_go_out_in_one_write(h: Harness) -> None:
+    h.feed(get("/fast") * 5)
+    assert [a.body for a in h.replies()] == [b"fast"] * 5
+    assert h.transport.writes == 1
+
+
+class CountingParser:
+    """Delegates to the connection's parser, counting the reads fed to it."""
+
+    def __init__(self, inner: httptools.HttpRequestParser) -> None:
+        self.inner = inner
+        self.fed = 0
+
+    def feed_data(self, data: bytes) -> None:
+        self.fed += 1
+        self.inner.feed_data(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def test_a_repeated_request_is_answered_without_parsing_it_again(h: Harness) -> None:
+    parser = CountingParser(h.conn._parser)
+    h.conn._parser = parser  # type: ignore[assignment]
+    h.feed(get("/fast"))
+    h.feed(get("/fast"))
+    h.feed(get("/fast"))
+    assert parser.fed == 1
+    h.feed(get("/fast", "x-other: 1\r\n"))  # other bytes: parsed
+    h.feed(get("/fast") * 2)  # two requests in one read: parsed
+    assert parser.fed == 3
+    assert [a.body for a in h.replies()] == [b"fast"] * 6
+    assert h.app.fast_calls == 6
+    assert h.transport.writes == 5
+
+
+async def test_a_repeated_request_the_fast_path_declines_takes_the_ordinary_path(
+    h: Harness,
+) -> None:
+    h.feed(get("/fast"))
+    h.app.declining = True
+    h.feed(get("/fast"))
+    await settle()
+    assert [a.status for a in h.replies()] == [200, 404]
+    assert h.app.asgi_paths == ["/fast"]
+    h.app.declining = False
+    h.feed(get("/fast"))
+    assert [a.status for a in h.replies()] == [200, 404, 200]
+
+
+async def test_a_repeated_request_waits_while_output_is_backed_up(h: Harness) -> None:
+    h.feed(get("/fast"))
+    h.conn.pause_writing()
+    h.feed(get("/fast"))
+    assert len(h.replies()) == 1
+    h.conn.resume_writing()
+    assert [a.body for a in h.replies()] == [b"fast"] * 2
 
 
 async def test_pipelined_requests_are_answered_in_order(h: Harness) -> None:

@@ -30,7 +30,12 @@ from pullkv.http.accesslog import (
 )
 from pullkv.http.asgi import ASGIApp, Message
 from pullkv.http.framing import HeadInfo, allows_body, build_response, scan_headers, status_line
-from pullkv.limits import DEFAULT_MAX_CONNECTIONS, DEFAULT_SEND_TIMEOUT
+from pullkv.limits import (
+    DATED_RESPONSES,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_SEND_TIMEOUT,
+    REPEAT_REQUEST_BYTES,
+)
 
 log = logging.getLogger("pullkv.http.server")
 
@@ -131,6 +136,7 @@ class ServerState:
         "connections",
         "count_error",
         "date_line",
+        "dated",
         "fast",
         "fast_token_id",
         "lifespan_state",
@@ -163,6 +169,23 @@ class ServerState:
         # A coarse clock (loop time), refreshed by the server's timer, for idle bookkeeping.
         self.now = now
         self.date_line = date_line
+        # Fast responses with the date line put in, for keep-alive HTTP/1.1 GETs: response ->
+        # (the date line it holds, the bytes to write). Stale once date_line moves on.
+        self.dated: dict[bytes, tuple[bytes, bytes]] = {}
+
+    def with_date(self, response: bytes) -> bytes:
+        """A small pre-rendered response as written to a keep-alive HTTP/1.1 GET: the date
+        line after the status line (made once per response and second)."""
+        date_line = self.date_line
+        dated = self.dated.get(response)
+        if dated is not None and dated[0] is date_line:
+            return dated[1]
+        split = response.find(b"\r\n") + 2
+        data = b"".join((response[:split], date_line, response[split:]))
+        if len(self.dated) >= DATED_RESPONSES:
+            self.dated.clear()
+        self.dated[response] = (date_line, data)
+        return data
 
 
 class _StopParsing(Exception):
@@ -496,7 +519,10 @@ class HttpConnection(asyncio.Protocol):
 
     __slots__ = (
         "_advancing",
-        "_began",
+        "_answered",
+        "_batch",
+        "_batch_size",
+        "_batching",
         "_begin_mark",
         "_counted",
         "_cycle",
@@ -507,6 +533,7 @@ class HttpConnection(asyncio.Protocol):
         "_header_bytes",
         "_header_raw",
         "_headers",
+        "_heads",
         "_idle_mark",
         "_keep_alive",
         "_linger_until",
@@ -516,11 +543,14 @@ class HttpConnection(asyncio.Protocol):
         "_phase",
         "_pipeline",
         "_reading",
+        "_repeat",
+        "_repeat_head",
         "_send_mark",
         "_sent",
         "_stand_ins",
         "_transport",
         "_url",
+        "_version",
         "_written",
         "client_address",
         "closing",
@@ -569,11 +599,23 @@ class HttpConnection(asyncio.Protocol):
         self._header_bytes = 0
         self._header_raw = 0
         self._max_header_bytes = state.config.max_header_bytes
-        self._began = False  # a head began in the read being parsed
+        self._heads = 0  # heads begun in the read being parsed
         self._stand_ins = 0  # DEL bytes of this head fed to the parser as _DEL_STAND_IN
         self._method = b""
         self._keep_alive = True
+        self._version = "1.1"
         self._cycle: Cycle | None = None  # READING_BODY: the request whose body is read
+        # The request of this read was answered on the fast path (see data_received).
+        self._answered = False
+        # The last read that held exactly one request, answered on the fast path, and what
+        # the parser made of it: (method, url, headers, keep-alive, HTTP version).
+        self._repeat = b""
+        self._repeat_head: tuple[bytes, bytes, list[tuple[bytes, bytes]], bool, str] | None = None
+        # Writes while a read (or a run of queued requests) is answered are joined into one
+        # transport write at its end, or once _SMALL_WRITE bytes are waiting.
+        self._batching = False
+        self._batch: list[bytes] = []
+        self._batch_size = 0
 
     @property
     def closed(self) -> bool:
@@ -637,9 +679,29 @@ class HttpConnection(asyncio.Protocol):
         self._advance()
 
     def data_received(self, data: bytes) -> None:
-        if self._phase >= _STOPPED:
+        before = self._phase
+        if before >= _STOPPED:
             return
         self._idle_mark = self.state.now
+        # What this read's requests write goes out in one transport write (see write).
+        nested = self._batching
+        self._batching = True
+        try:
+            if data != self._repeat or not self._replay(before):
+                self._parse(data, before)
+            if self._pipeline or not self._reading or self.write_paused:
+                self.update_reading()
+        finally:
+            if not nested:
+                self._batching = False
+                if self._batch:
+                    self._flush()
+
+    def _parse(self, data: bytes, before: Phase) -> None:
+        """Feed a read to the parser (whose callbacks answer what it completes); ``before``:
+        the phase when the read arrived."""
+        self._heads = 0
+        self._answered = False
         try:
             if 0x7F in data:  # an int is a plain memchr; b"\x7f" would be ~7x slower
                 self._feed_with_del(data)
@@ -658,17 +720,73 @@ class HttpConnection(asyncio.Protocol):
                 self._reject(errors.malformed_request("malformed HTTP request"))
             return
         phase = self._phase
-        if phase is _READING_HEAD and not self._began:
-            # The parser keeps a header value it has not finished; bound what it holds.
-            self._header_raw += len(data)
-            if self._header_raw > self._max_header_bytes:
-                self._reject(errors.headers_too_large("the request head is too long"))
-                return
-        self._began = False
-        if phase is _READING_BODY and self._cycle is None:
-            self._start_cycle(complete=False)
-        if self._pipeline or not self._reading or self.write_paused:
-            self.update_reading()
+        if phase is _READING_HEAD:
+            if not self._heads:
+                # The parser keeps a header value it has not finished; bound what it holds.
+                self._header_raw += len(data)
+                if self._header_raw > self._max_header_bytes:
+                    self._reject(errors.headers_too_large("the request head is too long"))
+        elif phase is _READING_BODY:
+            if self._cycle is None:
+                self._start_cycle(complete=False)
+        elif (
+            self._answered
+            and self._heads == 1
+            and phase is _IDLE
+            and before <= _IDLE
+            and len(data) <= REPEAT_REQUEST_BYTES
+        ):
+            # Exactly one whole request, answered on the fast path: a client that sends the
+            # same bytes again gets them answered without parsing (see _replay).
+            self._repeat = data
+            self._repeat_head = (
+                self._method,
+                self._url,
+                self._headers,
+                self._keep_alive,
+                self._version,
+            )
+
+    def _replay(self, before: Phase) -> bool:
+        """Answer a read equal to the remembered one (``_repeat``) from what the parser made
+        of it then, as its callbacks would; False to parse it after all.
+
+        The parser is between messages both times and keeps nothing from one message to the
+        next on a kept-alive connection, so the same bytes give the same request. Only a read
+        that was exactly one request, answered on the fast path (so: no body, no upgrade, no
+        error, the connection kept alive) is remembered, and it is replayed only where the
+        parser would have answered it again at once (nothing queued, output not backed up,
+        not shutting down, not half-closed).
+        """
+        head = self._repeat_head
+        fast = self.state.fast
+        if (
+            before > _IDLE
+            or head is None
+            or fast is None
+            or self._pipeline
+            or self.write_paused
+            or self.closing
+            or self._eof
+        ):
+            return False
+        method, self._url, headers, self._keep_alive, self._version = head
+        self._method = method
+        self._headers = headers
+        self._begin_mark = self.state.now
+        self._phase = _IDLE
+        try:
+            if self._fast_path(fast, method):
+                return True
+            # Declined this time (the entry went stale, say): the ordinary path, as
+            # on_message_complete takes it, with a list of its own for the ASGI scope.
+            self._headers = list(headers)
+            cycle = self._start_cycle(complete=True)
+            self._cycle = None
+            cycle.finish_body()
+        except _StopParsing:
+            pass
+        return True
 
     def _feed_with_del(self, data: bytes) -> None:
         """Feed data holding a DEL byte: in a request head it reaches the app as DEL.
@@ -734,7 +852,7 @@ class HttpConnection(asyncio.Protocol):
             self._stop()
             raise _StopParsing
         self._phase = _READING_HEAD
-        self._began = True
+        self._heads += 1
         self._method = self._url = b""
         self._headers = []
         self._header_bytes = 0
@@ -767,6 +885,7 @@ class HttpConnection(asyncio.Protocol):
         parser = self._parser
         self._method = method = parser.get_method()
         self._keep_alive = parser.should_keep_alive()
+        self._version = parser.get_http_version()
         if parser.should_upgrade() and (method == b"CONNECT" or self._declares_body()):
             # The parser would hand a body or tunnel over as upgraded bytes; not supported.
             self._reject(errors.malformed_request("protocol upgrades are not supported"))
@@ -820,10 +939,11 @@ class HttpConnection(asyncio.Protocol):
     def _fast_path(self, fast: FastResponder, method: bytes) -> bool:
         """Answer the request just parsed from the app's pre-rendered responses; False to
         go through ASGI."""
-        # The hottest path of all: _ask_fast and _write_fast inlined.
+        # The hottest path of all: _ask_fast, and _write_fast's common case, inlined.
         state = self.state
         begun = 0.0 if state.access_log is None else time.perf_counter()
-        path, _, query = self._url.partition(b"?")
+        url = self._url
+        path, _, query = url.partition(b"?")
         try:
             response = fast(method, path, query, self._headers)
         except Exception:
@@ -831,27 +951,28 @@ class HttpConnection(asyncio.Protocol):
             return False
         if response is None:
             return False
-        split = response.find(b"\r\n") + 2
-        end = response.find(b"\r\n\r\n") + 4 if method == b"HEAD" else len(response)
         if begun:
-            self._log_fast(method, self._url, response, end, begun)
+            end = response.find(b"\r\n\r\n") + 4 if method == b"HEAD" else len(response)
+            self._log_fast(method, url, response, end, begun)
         keep_alive = self._keep_alive
-        extra = state.date_line
-        if not keep_alive:
-            extra += b"connection: close\r\n"
-        elif self._parser.get_http_version() == "1.0":
-            extra += b"connection: keep-alive\r\n"
-        if end - split > _SMALL_WRITE:
-            self.writelines((response[:split] + extra, memoryview(response)[split:end]))
-        else:
-            data = b"".join((response[:split], extra, response[split:end]))
+        if (
+            keep_alive
+            and method == b"GET"
+            and self._version == "1.1"
+            and len(response) <= _SMALL_WRITE
+            and self._batching
+        ):
+            data = state.with_date(response)
             self._written += len(data)
-            assert self._transport is not None
-            self._transport.write(data)
-        if not keep_alive:
+            self._batch.append(data)
+            self._batch_size += len(data)
+            if self._batch_size >= _SMALL_WRITE:
+                self._flush()
+        elif not self._write_fast(method, response, keep_alive, self._version == "1.0"):
             self._stop()
             self.close()
             raise _StopParsing
+        self._answered = True
         return True
 
     @staticmethod
@@ -867,6 +988,9 @@ class HttpConnection(asyncio.Protocol):
 
     def _write_fast(self, method: bytes, response: bytes, keep_alive: bool, http10: bool) -> bool:
         """Write a pre-rendered response; returns whether the connection stays open."""
+        if keep_alive and not http10 and method == b"GET" and len(response) <= _SMALL_WRITE:
+            self.write(self.state.with_date(response))
+            return True
         # The date goes right after the status line; a HEAD answer stops after the head.
         split = response.find(b"\r\n") + 2
         end = response.find(b"\r\n\r\n") + 4 if method == b"HEAD" else len(response)
@@ -923,7 +1047,7 @@ class HttpConnection(asyncio.Protocol):
             self._method,
             self._url,
             self._headers,
-            self._parser.get_http_version(),
+            self._version,
             self._keep_alive,
         )
         cycle.hot = hot
@@ -952,6 +1076,9 @@ class HttpConnection(asyncio.Protocol):
         if self._advancing or self._phase is _CLOSED:
             return
         self._advancing = True
+        # Queued requests answered on the fast path go out in one transport write.
+        nested = self._batching
+        self._batching = True
         try:
             pipeline = self._pipeline
             fast = self.state.fast
@@ -981,6 +1108,10 @@ class HttpConnection(asyncio.Protocol):
                 return
         finally:
             self._advancing = False
+            if not nested:
+                self._batching = False
+                if self._batch:
+                    self._flush()
         self._idle()
 
     def _idle(self) -> None:
@@ -1081,6 +1212,8 @@ class HttpConnection(asyncio.Protocol):
         if self._phase is _CLOSED or not self._transport.can_write_eof():
             self.close()
             return
+        if self._batch:
+            self._flush()
         self._transport.write_eof()
         self._phase = _LINGERING
         self._linger_until = self.state.now + LINGER_SECONDS
@@ -1095,18 +1228,42 @@ class HttpConnection(asyncio.Protocol):
     # Writing, reading and closing.
 
     def write(self, data: bytes) -> None:
-        """Hand bytes to the transport (nothing once closing)."""
+        """Hand bytes to the transport (nothing once closing).
+
+        While a read is answered (or a run of queued requests), writes are kept and joined:
+        pipelined responses take one system call, not one each. They are handed over at the
+        end of it, or as soon as _SMALL_WRITE bytes wait, so flow control still sees them
+        (pause_writing) within that much.
+        """
         if self._phase is not _CLOSED:
-            assert self._transport is not None
             self._written += len(data)
-            self._transport.write(data)
+            if self._batching:
+                self._batch.append(data)
+                self._batch_size += len(data)
+                if self._batch_size >= _SMALL_WRITE:
+                    self._flush()
+            else:
+                assert self._transport is not None
+                self._transport.write(data)
 
     def writelines(self, parts: Sequence[bytes | memoryview]) -> None:
         """Hand several buffers to the transport without joining them."""
         if self._phase is not _CLOSED:
             assert self._transport is not None
+            if self._batch:
+                self._flush()
             self._written += sum(map(len, parts))
             self._transport.writelines(parts)
+
+    def _flush(self) -> None:
+        """Hand the kept writes to the transport, joined (dropped once closed)."""
+        batch = self._batch
+        data = batch[0] if len(batch) == 1 else b"".join(batch)
+        batch.clear()
+        self._batch_size = 0
+        if self._phase is not _CLOSED:
+            assert self._transport is not None
+            self._transport.write(data)
 
     async def drain(self) -> None:
         """Wait until the transport wants more data (or the client is gone)."""
@@ -1151,6 +1308,8 @@ class HttpConnection(asyncio.Protocol):
     def close(self) -> None:
         """Close after what is written has been sent (the send timeout bounds the wait)."""
         if self._phase is not _CLOSED:
+            if self._batch:
+                self._flush()
             self._phase = _CLOSED
             assert self._transport is not None
             self._transport.close()
@@ -1159,6 +1318,8 @@ class HttpConnection(asyncio.Protocol):
         """Drop the connection now."""
         if self._transport is not None:
             self._phase = _CLOSED
+            self._batch.clear()
+            self._batch_size = 0
             self._transport.abort()
 
     def begin_shutdown(self) -> None:

@@ -31,7 +31,6 @@ from pullkv.types import SealedEntry
 
 # (raw path, query, Authorization, X-PullKV-Namespace) -> what it reads.
 _RequestKey = tuple[bytes, bytes, bytes, bytes | None]
-_Target = tuple[str, str, str, str, int]  # kind, account, namespace, key, cache TTL
 
 
 class HotEdge(Protocol):
@@ -56,6 +55,8 @@ class HotEdge(Protocol):
 
 # (kind, account, namespace, key) -> the response last rendered for it.
 _RenderedKey = tuple[str, str, str, str]
+# A resolved request: the token's id, what it reads and the read's cache TTL.
+_Target = tuple[str, _RenderedKey, int]
 
 
 @dataclass(slots=True)
@@ -91,7 +92,7 @@ class HotReads:
         self.authenticator = authenticator
         self.limits = limits
         self.cache_name = cache_name
-        self._targets: dict[_RequestKey, tuple[str, str, str, str, str, int]] = {}
+        self._targets: dict[_RequestKey, _Target] = {}
         self._metrics = edge.metrics
         self._rendered: dict[_RenderedKey, _Rendered] = {}
         self._rendered_bytes = 0
@@ -101,17 +102,18 @@ class HotReads:
     def respond(
         self, method: bytes, raw_path: bytes, query: bytes, headers: list[tuple[bytes, bytes]]
     ) -> bytes | None:
-        """The complete response for a hot read, or None to take the ordinary path."""
-        if method not in (b"GET", b"HEAD"):
+        """The complete response for a hot read, or None to take the ordinary path.
+
+        Header names are lowercase, as the HTTP server (and ASGI) gives them."""
+        if method != b"GET" and method != b"HEAD":
             return None
         authorization = namespace_header = None
         for name, value in headers:
-            lower = name.lower()
-            if lower == b"authorization":
+            if name == b"authorization":
                 authorization = value
-            elif lower == b"x-pullkv-namespace":
+            elif name == b"x-pullkv-namespace":
                 namespace_header = value
-            elif lower == b"cache-control" and b"no-cache" in value.lower():
+            elif name == b"cache-control" and b"no-cache" in value.lower():
                 return None  # a strong read: the ordinary path asks the origin
         if authorization is None:
             return None
@@ -121,11 +123,12 @@ class HotReads:
         request_key = (raw_path, query, authorization, namespace_header)
         target = self._targets.get(request_key)
         if target is not None:
+            token_id, rendered_key, ttl = target
             token = self.authenticator.peek(authorization)
-            if token is None or token.id != target[0]:
+            if token is None or token.id != token_id:
                 return None
-            self.token_id = target[0]
-            return self._answer(*target[1:])
+            self.token_id = token_id
+            return self._answer(rendered_key, ttl)
         if namespace_header is not None:
             return self._binding(raw_path, query, authorization, namespace_header, request_key)
         read = hot_rest_read(raw_path, query, self.limits)
@@ -139,15 +142,17 @@ class HotReads:
             authorize(token, account_id, namespace_id=namespace_id)
         except errors.KVError:
             return None
-        return self._resolved(request_key, token.id, ("rest", account_id, namespace_id, key, ttl))
+        return self._resolved(request_key, token.id, ("rest", account_id, namespace_id, key), ttl)
 
-    def _resolved(self, request_key: _RequestKey, token_id: str, target: _Target) -> bytes | None:
+    def _resolved(
+        self, request_key: _RequestKey, token_id: str, rendered_key: _RenderedKey, ttl: int
+    ) -> bytes | None:
         self.token_id = token_id
-        response = self._answer(*target)
+        response = self._answer(rendered_key, ttl)
         if response is not None:
             if len(self._targets) >= HOT_TARGETS:
                 self._targets.clear()
-            self._targets[request_key] = (token_id, *target)
+            self._targets[request_key] = (token_id, rendered_key, ttl)
         return response
 
     def _binding(
@@ -171,13 +176,11 @@ class HotReads:
             authorize(token, token.account_id, namespace_id=namespace_id)
         except (UnicodeDecodeError, errors.KVError):
             return None
-        target = ("binding", token.account_id, namespace_id, key, ttl)
-        return self._resolved(request_key, token.id, target)
+        rendered_key = ("binding", token.account_id, namespace_id, key)
+        return self._resolved(request_key, token.id, rendered_key, ttl)
 
-    def _answer(
-        self, kind: str, account_id: str, namespace_id: str, key: str, ttl: int
-    ) -> bytes | None:
-        rendered_key = (kind, account_id, namespace_id, key)
+    def _answer(self, rendered_key: _RenderedKey, ttl: int) -> bytes | None:
+        kind, account_id, namespace_id, key = rendered_key
         memo = self._rendered.get(rendered_key)
         fresh = self.edge.fresh_entry(
             account_id, namespace_id, key, ttl, None if memo is None else memo.entry
