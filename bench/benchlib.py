@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import datetime
 import hashlib
 import json
@@ -93,6 +94,40 @@ def cpu_seconds(pid: int) -> float:
             continue
         total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
     return total
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every live descendant of it (a supervisor's workers, nginx's workers),
+    from the ``children`` lists of all their threads."""
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        try:
+            tasks = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            with contextlib.suppress(OSError):
+                children = Path(f"/proc/{p}/task/{task}/children").read_text()
+                todo += [int(c) for c in children.split()]
+    return found
+
+
+def tree_cpu_times(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of ``pid`` and its live descendants, plus those of its
+    children that exited and were waited for (cutime, cstime)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    user = system = 0.0
+    for p in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # utime, stime, cutime, cstime (fields 14-17 of proc(5); 11-14 after the name)
+        user += (int(fields[11]) + int(fields[13])) / tick
+        system += (int(fields[12]) + int(fields[14])) / tick
+    return user, system
 
 
 def machine_busy_seconds() -> float:
@@ -335,12 +370,29 @@ class PullkvServer:
         raise RuntimeError("list keys: too many pages")
 
 
+# What nginx answers GET /hot from: the file with sendfile (the default), the file through
+# open_file_cache (no open/fstat per request), or the bytes in its configuration (return 200).
+NGINX_MODES = ("file", "open_file_cache", "memory")
+
+
 class NginxServer:
-    """nginx serving one static file from a temporary prefix on a free port."""
+    """nginx serving one 1 KiB body (``mode``: see NGINX_MODES) from a temporary prefix on a
+    free port."""
 
     def __init__(
-        self, nginx: str, body: bytes, workers: int = 1, wrapper: Sequence[str] = ()
+        self,
+        nginx: str,
+        body: bytes,
+        workers: int = 1,
+        wrapper: Sequence[str] = (),
+        mode: str = "file",
     ) -> None:
+        if mode not in NGINX_MODES:
+            raise ValueError(f"nginx mode is one of {NGINX_MODES}")
+        if mode == "memory" and not re.fullmatch(rb"[A-Za-z0-9 .,:;_-]*", body):
+            raise ValueError("nginx answers from memory only bodies of plain characters")
+        self.mode = mode
+        self.body = body
         self.nginx = nginx
         self.wrapper = list(wrapper)  # e.g. taskset -c 0 (the workers inherit the affinity)
         self.port = free_port()
@@ -362,6 +414,12 @@ class NginxServer:
 
     def __enter__(self) -> NginxServer:
         t = self.tmp
+        if self.mode == "memory":
+            location = f'location = /hot {{ return 200 "{self.body.decode()}"; }}'
+        elif self.mode == "open_file_cache":
+            location = "open_file_cache max=16 inactive=60s; open_file_cache_valid 60s;"
+        else:
+            location = ""
         self.conf.write_text(
             f"""daemon off;
 master_process on;
@@ -383,6 +441,7 @@ http {{
     server {{
         listen {HOST}:{self.port};
         root {t}/www;
+        {location}
     }}
 }}
 """
@@ -892,6 +951,31 @@ def rounds_table(
         for r in runs
     ]
     return table(headers, rows)
+
+
+# Per-run CPU figures (WrkResult.extra) that measure_cpu adds, as summary/rounds columns.
+CPU_COLUMNS: list[ExtraColumn] = [
+    ("user µs/req", "user_us", ".2f"),
+    ("system µs/req", "system_us", ".2f"),
+    ("req per CPU-s", "req_per_cpu_s", ".0f"),
+]
+
+
+def measure_cpu(pids: Sequence[int], run: Callable[[], WrkResult]) -> WrkResult:
+    """``run()``, with the user and system CPU time of ``pids`` and all their descendants
+    over it added to the result per request (``user_us``, ``system_us``) and as requests
+    per CPU-second of the server (``req_per_cpu_s``): figures the load generator's share of
+    the cores does not move."""
+    before = [tree_cpu_times(p) for p in pids]
+    result = run()
+    after = [tree_cpu_times(p) for p in pids]
+    user = sum(a[0] - b[0] for a, b in zip(after, before, strict=True))
+    system = sum(a[1] - b[1] for a, b in zip(after, before, strict=True))
+    answered = max(1, result.ok)
+    result.extra["user_us"] = 1e6 * user / answered
+    result.extra["system_us"] = 1e6 * system / answered
+    result.extra["req_per_cpu_s"] = answered / (user + system) if user + system else 0.0
+    return result
 
 
 def add_pin_arguments(p: argparse.ArgumentParser) -> None:
