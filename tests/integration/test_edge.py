@@ -129,8 +129,10 @@ def test_hot_read_needs_no_upstream(origin: ServerProcess, edges: Edges, ns: str
 
 
 def test_negative_caching_update_and_delete(origin: ServerProcess, edges: Edges, ns: str) -> None:
-    a = edges.start(None, "--location", "a")
-    b = edges.start(None, "--location", "b")
+    # Without the change feed: the TTLs alone bring other locations' writes (the feed's own
+    # tests are in test_feed.py).
+    a = edges.start(None, "--location", "a", "--invalidation", "off")
+    b = edges.start(None, "--location", "b", "--invalidation", "off")
     missing = get(origin, b, ns, "k")
     assert missing.status_code == 404 and missing.json()["errors"][0]["code"] == 10009
     assert put(origin, a, ns, "k", b"v1").status_code == 200
@@ -162,8 +164,9 @@ def test_read_your_writes_at_the_writing_edge(origin: ServerProcess, edges: Edge
 def test_background_refresh_keeps_hot_keys_fresh(
     origin: ServerProcess, edges: Edges, ns: str
 ) -> None:
-    # 300 ms added to every upstream exchange: a read that waited for it would show.
-    edge = edges.start(None, "--upstream-latency-ms", "300")
+    # 300 ms added to every upstream exchange: a read that waited for it would show. No feed:
+    # the background refresh alone brings the change (with it, the change's invalidation does).
+    edge = edges.start(None, "--upstream-latency-ms", "300", "--invalidation", "off")
     put(origin, origin, ns, "steady", b"old")
     assert get(origin, edge, ns, "steady", cache_ttl="3600").content == b"old"
     put(origin, origin, ns, "steady", b"new")
