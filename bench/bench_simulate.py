@@ -23,6 +23,7 @@ from pullkv.simulate.scenarios import build
 from pullkv.simulate.workload import WorkloadSpec
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS-simulate.md"
+MARKER = "<!-- sim-vs-cluster -->"
 
 
 def measure(requests: int, keys: int, duration: float, seed: int) -> tuple[float, int, int, float]:
@@ -97,7 +98,10 @@ The issue's bar is 50,000 simulated requests per second on one core.
 """
     print(text)
     if not args.no_write:
-        RESULTS.write_text(text)
+        # bench_sim_vs_cluster.py writes its section below the marker: keep it.
+        old = RESULTS.read_text() if RESULTS.exists() else ""
+        rest = old[old.index(MARKER) :] if MARKER in old else ""
+        RESULTS.write_text(f"{text}\n{rest}" if rest else text)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from pullkv.edge.cache import CachePolicy
+from pullkv.feed.policy import FeedPolicy
 from pullkv.limits import Limits
 
 _ENGINE_CHOICES = ("on", "off")
@@ -153,10 +154,10 @@ def _duration(value: str, name: str) -> float:
     help="Probability a change message is lost on each hop.",
 )
 @click.option(
-    "--feed-catchup",
-    default="10s",
+    "--feed-heartbeat",
+    default=f"{FeedPolicy().heartbeat:g}s",
     show_default=True,
-    help="How long until a lost change is caught up (0: never; TTL rules then).",
+    help="Feed heartbeat interval: a lost change is noticed by the next one, then replayed.",
 )
 @click.option(
     "--outage",
@@ -318,7 +319,7 @@ def _config(options: dict[str, Any]) -> Any:
         capacity=options["cache_size"] * 1024 * 1024,
         feed=options["invalidation"] == "on",
         feed_loss=options["feed_loss"],
-        feed_catchup=_duration(options["feed_catchup"], "--feed-catchup"),
+        feed_heartbeat=_duration(options["feed_heartbeat"], "--feed-heartbeat"),
         outage=outage,
         outage_kind=options["outage_kind"],
         refill=options["refill"],

@@ -27,11 +27,14 @@ as delivering each message as an event, at a fraction of the cost.
 
 from __future__ import annotations
 
+import gc
 import heapq
 import itertools
+import math
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from heapq import heappush
 from typing import Any, cast
 
 from pullkv.edge import cache as policy
@@ -124,8 +127,14 @@ class _Watch:
     key: int
     version: int
     committed: float
-    pending: list[int]
-    seen: list[float] = field(default_factory=list)
+    change: _Change | None  # its feed message, with the feed on
+    writer: int  # the location the write came through
+
+
+# One change in the feed: (commit time, version, deleted, the hops that lost it, its
+# position in the feed). The hops that lost it map an edge to (times its message was lost
+# on the hop into that edge, how long until that edge's next heartbeat when it was).
+_Change = tuple[float, int, bool, dict[int, tuple[float, float]] | None, int]
 
 
 @dataclass(slots=True)
@@ -142,6 +151,7 @@ class Result:
     cold_hist: list[int]
     visibility: list[float]  # seconds, one per (sampled write, location)
     visibility_censored: int
+    visibility_remote: list[float]  # the same, at locations other than the writer's
     max_hit_age: float
     max_stale_age: float
     writes: int
@@ -203,7 +213,24 @@ class Simulation:
         self.exists = bytearray(b"\1" * nkeys + b"\0" * nkeys)
         self.entries: list[SealedEntry | None] = [None] * (2 * nkeys)
         self.version_clock = 1
-        self.changes: dict[int, list[tuple[float, int, bool, frozenset[int] | None]]] = {}
+        self.changes: dict[int, list[_Change]] = {}
+        self.commit_times: list[float] = []  # every change's commit, in feed order
+        # Per edge, its chain from the top down: (node, delay of the hop into it, round trip
+        # to its upstream, the change's delay to it without loss).
+        self.feed_chain = [
+            [
+                (
+                    node,
+                    self.net.rtt[self.upstream[node]][node] / 2
+                    + config.feed_coalesce
+                    + (config.feed_relay if self.upstream[node] < self.n else 0.0),
+                    self.net.rtt[node][self.upstream[node]],
+                    self.edges[node].feed_delay,
+                )
+                for node in reversed(self._chain(e.index))
+            ]
+            for e in self.edges
+        ]
         self.watches = 0
         horizon = max(workload.duration, 1.0)
         self.series_width = horizon / config.series_buckets
@@ -221,6 +248,7 @@ class Simulation:
         self.hot_hits = 0
         self.cold_hits = 0
         self.visibility: list[float] = []
+        self.visibility_remote: list[float] = []  # at locations other than the writer's
         self.visibility_censored = 0
         self.max_stale_age = 0.0
         self.writes = 0
@@ -229,7 +257,10 @@ class Simulation:
         self.lists = [0, 0, 0, 0, 0]
         self.origin_requests = 0
         self.origin_keys = 0
-        self.hit_time = config.hit_time
+        # With a measured distribution of server time, each read's is drawn from it when
+        # the run ends (``_result``); until then no constant is added.
+        self.server_time = config.server_time
+        self.hit_time = 0.0 if config.server_time else config.hit_time
         self.list_ttl = policy.list_ttl(self.cache_policy, config.cache_ttl)
         expected_writes = workload.requests * config.workload.write_fraction
         self.watch_p = (
@@ -252,14 +283,15 @@ class Simulation:
     def _feed_delay(self, e: int) -> float:
         """How long a change takes from its commit to reach edge ``e`` (relayed down)."""
         chain = self._chain(e)
-        delay = self.net.rtt[self.upstream[chain[-1]]][chain[-1]] / 2
+        coalesce = self.config.feed_coalesce
+        delay = self.net.rtt[self.upstream[chain[-1]]][chain[-1]] / 2 + coalesce
         for lower, upper in itertools.pairwise(chain):
-            delay += self.net.rtt[upper][lower] / 2 + self.config.feed_relay
+            delay += self.net.rtt[upper][lower] / 2 + self.config.feed_relay + coalesce
         return delay
 
     # Events.
     def _push(self, t: float, kind: int, a: Any, b: Any) -> None:
-        heapq.heappush(self.heap, (t, next(self.seq), kind, a, b))
+        heappush(self.heap, (t, next(self.seq), kind, a, b))
 
     def _origin_down(self, t: float) -> bool:
         o = self.outage
@@ -277,22 +309,48 @@ class Simulation:
         if not changes:
             return None
         delay = e.feed_delay
-        catchup = self.config.feed_catchup
-        index = e.index
-        for committed, version, deleted, lost in reversed(changes):
-            arrived = committed + delay
-            if arrived > now:
-                continue
-            if lost is None or index not in lost:
+        for change in reversed(changes):
+            committed, version, deleted, lost, _ = change
+            arrived = committed + delay if lost is None else self._arrival(e.index, change)
+            if arrived <= now:
                 return version, deleted, arrived
-            if catchup > 0 and arrived + catchup <= now:
-                return version, deleted, arrived + catchup
         return None
 
+    def _arrival(self, index: int, change: _Change) -> float:
+        """When a change reaches edge ``index``, hops that lost it included.
+
+        As the real feed: a subscriber notices a lost message when the next message or
+        heartbeat on its stream shows a position that does not follow its own, resubscribes
+        from its position (one round trip to its upstream), and is replayed what it missed,
+        followed at once by a heartbeat (so a replay lost again is noticed at once and costs
+        one more round trip). A tier relays what it was replayed down to its own edges.
+        """
+        committed, _, _, lost, position = change
+        if lost is None:
+            return committed + self.edges[index].feed_delay
+        times = self.commit_times
+        following = times[position + 1] if position + 1 < len(times) else math.inf
+        t = committed
+        for node, hop, rtt, lossless in self.feed_chain[index]:
+            t += hop
+            hit = lost.get(node)
+            if hit is not None:
+                losses, beat = hit
+                # The next message on this stream: the next change, relayed in order
+                # behind this one, or the next heartbeat.
+                noticed = min(t + beat, max(t, following + lossless))
+                t = noticed + losses * rtt
+        return t
+
     def _apply_feed(self, e: _Edge, key: int, slot: ValueSlot, now: float) -> ValueSlot:
+        if slot.validated_at == INVALIDATED:
+            return slot  # already marked: nothing newer can make it more so
         change = self._delivered(e, key, now)
         if change is not None and policy.supersedes(change[0], slot.version):
-            slot = slot._replace(validated_at=INVALIDATED)
+            # ValueSlot(...) rather than _replace: a third of the cost, on a hot path.
+            slot = ValueSlot(
+                slot.entry, slot.version, INVALIDATED, slot.written_seq, slot.superseded_by
+            )
             e.cache.update(key, slot)
         return slot
 
@@ -365,7 +423,7 @@ class Simulation:
             relayed = (answer[0], answer[1], TIER if source == HIT else source)
             i, j = e.index, a.index
             delay = self.half[i][j] if self.exact_delays else self.net.one_way(i, j)
-            self._push(now + delay, _REPLY, a, (b, relayed))
+            heappush(self.heap, (now + delay, next(self.seq), _REPLY, a, (b, relayed)))
 
     def _serve_stale(
         self, e: _Edge, waiter: tuple[int, Any, Any], slot: ValueSlot, now: float
@@ -401,10 +459,13 @@ class Simulation:
         up = e.upstream
         t = now + (self.half[e.index][up] if self.exact_delays else self.net.one_way(e.index, up))
         if up >= self.n:
-            self._push(t, _ARRIVE_ORIGIN, e, fetches)
+            heappush(self.heap, (t, next(self.seq), _ARRIVE_ORIGIN, e, fetches))
         else:
+            tier = self.edges[up]
             for fetch in fetches:
-                self._push(t, _ARRIVE_TIER, self.edges[up], (e, fetch))
+                heappush(
+                    self.heap, (t, next(self.seq), _ARRIVE_TIER, tier, (fetch.key, (1, e, fetch)))
+                )
 
     def _arrive_origin(self, e: _Edge, fetches: list[_Fetch], now: float) -> None:
         if self._origin_down(now):
@@ -427,10 +488,12 @@ class Simulation:
             else self.net.one_way(e.upstream, e.index)
         )
         back = now + self.config.origin_time + delay
+        versions, exists, heap, seq = self.versions, self.exists, self.heap, self.seq
         for fetch in fetches:
             k = fetch.key
-            answer = (self.versions[k], bool(self.exists[k]), ORIGIN)
-            self._push(back, _REPLY, e, (fetch, answer))
+            heappush(
+                heap, (back, next(seq), _REPLY, e, (fetch, (versions[k], bool(exists[k]), ORIGIN)))
+            )
 
     def _reply(self, e: _Edge, payload: tuple[_Fetch, _Answer], now: float) -> None:
         fetch, answer = payload
@@ -465,7 +528,9 @@ class Simulation:
             pass  # a write through this edge landed after the fetch left: it is newer
         elif exists and fetch.held_version == version:
             if held is not None:
-                e.cache.update(key, held._replace(validated_at=now))
+                e.cache.update(
+                    key, ValueSlot(held.entry, version, now, held.written_seq, held.superseded_by)
+                )
         elif held is None or not policy.answer_older(held.version, answered):
             slot = ValueSlot(
                 self._entry(key, version) if exists else None, version if exists else 0, now
@@ -634,7 +699,10 @@ class Simulation:
         if op == WRITE and size and key < len(self.workload.sizes):
             self.workload.sizes[key] = size
         if self.feed:
-            self.changes.setdefault(key, []).append((now, version, op == DELETE, self._lost()))
+            self.changes.setdefault(key, []).append(
+                (now, version, op == DELETE, self._lost(), len(self.commit_times))
+            )
+            self.commit_times.append(now)
         # Acknowledged down the chain; each edge on the way caches what it acknowledges.
         t = now
         above = origin
@@ -649,30 +717,34 @@ class Simulation:
             above = node
         if op == WRITE and self.watch_p and self.rng.random() < self.watch_p:
             self.watches += 1
-            watch = _Watch(key, version, now, list(range(self.n)))
-            self._push(now, _WATCH, watch, None)
+            change = self.changes[key][-1] if self.feed else None
+            watch = _Watch(key, version, now, change, e.index)
+            for index in range(self.n):
+                self._push(now, _WATCH, watch, index)
 
-    def _lost(self) -> frozenset[int] | None:
-        """Which edges a change's fan-out misses (a tier's loss is its children's too)."""
+    def _lost(self) -> dict[int, tuple[float, float]] | None:
+        """The hops that lose a change's message: each edge's hop from its upstream, lost
+        with probability ``feed_loss`` (a replay too), and for each how far off the edge's
+        next heartbeat was (the heartbeat's phase on that stream is uniform)."""
         p = self.config.feed_loss
         if p <= 0:
             return None
-        lost: set[int] = set()
         random_ = self.rng.random
-        stack = [e.index for e in self.edges if e.upstream >= self.n]
-        while stack:
-            i = stack.pop()
-            if random_() < p:
-                lost.update(self._subtree(i))
-            else:
-                stack.extend(self.edges[i].children)
-        return frozenset(lost)
-
-    def _subtree(self, i: int) -> list[int]:
-        nodes = [i]
-        for child in self.edges[i].children:
-            nodes += self._subtree(child)
-        return nodes
+        beat = self.config.feed_heartbeat
+        n = self.n
+        if p >= 1:
+            return {i: (math.inf, beat) for i in range(n)}
+        lost: dict[int, tuple[float, float]] = {}
+        log_keep = math.log1p(-p)
+        # Jump from one lost hop to the next (geometric gaps) instead of a draw per edge.
+        i = int(math.log(1.0 - random_()) / log_keep)
+        while i < n:
+            losses = 1
+            while random_() < p:
+                losses += 1
+            lost[i] = (float(losses), random_() * beat)
+            i += 1 + int(math.log(1.0 - random_()) / log_keep)
+        return lost or None
 
     def _ack(
         self, e: _Edge, key: int, version: int, exists: bool, started: float, now: float
@@ -686,56 +758,63 @@ class Simulation:
             self.write_hist[stats.bin_of(now - started)] += 1
 
     # Visibility probes: what a read at each location would get, without touching anything.
-    def _would_read(self, index: int, key: int, now: float) -> tuple[int, float]:
-        delay = 0.0
+    def _would_read(
+        self, index: int, key: int, now: float, change: _Change | None
+    ) -> tuple[int, float, float]:
+        """The version a read at ``index`` starting ``now`` would get, how long it would
+        take, and the next time that could change without any fetch (an entry on the way
+        expiring, or the watched change reaching it)."""
+        delay = self.hit_time
         node = index
+        ttl = self.ttl
+        changes = self.feed and key in self.changes
+        soonest = math.inf
         while True:
             e = self.edges[node]
             slot = e.cache.peek(key)
             if isinstance(slot, ValueSlot):
-                if self.feed and key in self.changes:
+                if changes:
                     slot = self._apply_feed(e, key, slot, now)
-                if (
-                    policy.freshness(slot.validated_at, now, self.ttl, self.cache_policy)
-                    is not _EXPIRED
-                ):
-                    return slot.version, delay
+                va = slot.validated_at
+                if policy.freshness(va, now, ttl, self.cache_policy) is not _EXPIRED:
+                    if change is not None and slot.version < change[1]:
+                        soonest = min(soonest, self._arrival(node, change))
+                    return slot.version, delay, min(soonest, va + ttl)
             up = e.upstream
             delay += self.net.rtt[node][up]
             if up >= self.n:
-                return self.versions[key], delay
+                return self.versions[key], delay + self.config.origin_time, soonest
             node = up
 
-    def _watch(self, watch: _Watch, now: float) -> None:
-        pending = []
-        for index in watch.pending:
-            version, delay = self._would_read(index, watch.key, now)
-            if version >= watch.version:
-                self.visibility.append(now + delay - watch.committed)
-            else:
-                pending.append(index)
-        watch.pending = pending
-        if not pending:
+    def _watch(self, watch: _Watch, index: int, now: float) -> None:
+        version, delay, soonest = self._would_read(index, watch.key, now, watch.change)
+        if version >= watch.version or now - watch.committed >= self.watch_limit:
+            seen = now + delay - watch.committed
+            if version < watch.version:
+                self.visibility_censored += 1
+                seen = now - watch.committed
+            self.visibility.append(seen)
+            if index != watch.writer:
+                self.visibility_remote.append(seen)
             return
-        if now - watch.committed >= self.watch_limit:
-            self.visibility_censored += len(pending)
-            self.visibility += [now - watch.committed] * len(pending)
-            return
-        self._push(now + self.config.probe_step, _WATCH, watch, None)
+        # Probe again when something on the way changes by itself (exact), and at least
+        # every probe step (fetches by other reads change caches too).
+        step = now + self.config.probe_step
+        self._push(soonest + 1e-9 if soonest < step else step, _WATCH, watch, index)
 
     # The loop.
     def _handlers(self) -> list[Callable[[Any, Any, float], None]]:
         """Each event kind's handler, indexed by kind, all called as (a, b, time)."""
         return [
             self._arrive_origin,
-            lambda tier, b, t: self._read(tier, b[1].key, t, (1, b[0], b[1])),
+            lambda tier, b, t: self._read(tier, b[0], t, b[1]),
             self._reply,
             lambda e, b, t: self._failed(e, b[0], b[1], t),
             lambda e, _, t: self._probe(e, t),
             self._probe_done,
             lambda e, b, t: self._commit(e, b[0], b[1], b[2], b[3], t),
             lambda e, b, t: self._ack(e, b[0], b[1], b[2], b[3], t),
-            lambda watch, _, t: self._watch(watch, t),
+            self._watch,
             lambda e, _, t: self._refill(e, t),
             lambda e, b, t: self._list_up(e, b[0], b[1], t),
             lambda e, b, t: self._list_reply(e, b[0], b[1], b[2], t),
@@ -743,28 +822,55 @@ class Simulation:
 
     def run(self) -> Result:
         """Run the workload to its end, then let every message in flight land."""
+        # Every request allocates short-lived tuples, and the caches hold millions of
+        # long-lived objects: at the default thresholds the collector would walk them all
+        # every few thousand requests (a fifth of the run's time). Nothing here makes
+        # reference cycles that need collecting promptly, so collect rarely while running.
+        thresholds = gc.get_threshold()
+        gc.set_threshold(200_000, 50, 1_000)
+        try:
+            return self._run()
+        finally:
+            gc.set_threshold(*thresholds)
+
+    def _run(self) -> Result:
         heap = self.heap
         heappop = heapq.heappop
         handlers = self._handlers()
+        reply, read, arrive_origin = self._reply, self._read, self._arrive_origin
         edges = self.edges
         hot = self.workload.hot
         total = self.workload.requests
         step = max(1, total // 100)
+        mark = step if self.progress is not None else total + 1
+        events = 0
         now = 0.0
         for done, (now, loc, op, key, size) in enumerate(self.workload, 1):
+            # The three kinds that make up nearly all events are called directly: no
+            # handler table lookup, no adapter frame.
             while heap and heap[0][0] <= now:
                 t, _, kind, a, b = heappop(heap)
-                self.events += 1
-                handlers[kind](a, b, t)
+                events += 1
+                if kind == _REPLY:
+                    reply(a, b, t)
+                elif kind == _ARRIVE_TIER:
+                    read(a, b[0], t, b[1])
+                elif kind == _ARRIVE_ORIGIN:
+                    arrive_origin(a, b, t)
+                else:
+                    handlers[kind](a, b, t)
             e = edges[loc]
             if op == READ:
-                self._read(e, key, now, (0, now, hot[key]))
+                read(e, key, now, (0, now, hot[key]))
             elif op == LIST:
                 self._list(e, key, now, (0, now, 0))
             else:
                 self._write(e, key, op, size, now)
-            if done % step == 0 and self.progress is not None:
-                self.progress(done, total)
+            if done == mark:
+                mark += step
+                if self.progress is not None:
+                    self.progress(done, total)
+        self.events += events
         end = now + self.watch_limit + self.config.upstream_timeout + 60.0
         while heap and heap[0][0] <= end:
             t, _, kind, a, b = heappop(heap)
@@ -783,6 +889,16 @@ class Simulation:
             hists.append(h)
         self.hot_hist[hit_bin] += self.hot_hits
         self.cold_hist[hit_bin] += self.cold_hits
+        if self.server_time:
+            # Each read's latency plus a server time drawn from the measured distribution:
+            # the histograms convolved with it, and one draw per visibility sample.
+            times = self.server_time
+            hists = [stats.spread(h, times) for h in hists]
+            self.hot_hist = stats.spread(self.hot_hist, times)
+            self.cold_hist = stats.spread(self.cold_hist, times)
+            draw = random.Random(f"server-time:{self.config.seed}").choice
+            self.visibility = [v + draw(times) for v in self.visibility]
+            self.visibility_remote = [v + draw(times) for v in self.visibility_remote]
         return Result(
             config=self.config,
             locations=self.locations,
@@ -794,6 +910,7 @@ class Simulation:
             cold_hist=self.cold_hist,
             visibility=self.visibility,
             visibility_censored=self.visibility_censored,
+            visibility_remote=self.visibility_remote,
             max_hit_age=max((e.max_age for e in self.edges), default=0.0),
             max_stale_age=self.max_stale_age,
             writes=self.writes,

@@ -44,6 +44,26 @@ def merge(histograms: Iterable[Sequence[int]]) -> list[int]:
     return total
 
 
+def spread(h: Sequence[int], added: Sequence[float]) -> list[int]:
+    """The histogram of ``x + d`` for x in ``h`` and d drawn from ``added`` (equally likely
+    values, e.g. a measured distribution's quantiles): each bin's count shared among the
+    values, the remainders in turn so that no value is favoured (the total is kept)."""
+    out = new()
+    m = len(added)
+    turn = 0
+    for i, c in enumerate(h):
+        if not c:
+            continue
+        x = bin_value(i)
+        base, extra = divmod(c, m)
+        for j, d in enumerate(added):
+            k = base + (1 if (j - turn) % m < extra else 0)
+            if k:
+                out[bin_of(x + d)] += k
+        turn = (turn + extra) % m
+    return out
+
+
 def count(h: Sequence[int]) -> int:
     """How many latencies a histogram holds."""
     return sum(h)

@@ -12,7 +12,7 @@ import pytest
 import pullkv.edge.cache
 from pullkv.edge.cache import CachePolicy
 from pullkv.simulate import engine
-from pullkv.simulate.config import Star
+from pullkv.simulate.config import SimConfig, Star
 from pullkv.simulate.engine import FAILED, HIT, ORIGIN, STALE, TIER, Result
 from pullkv.simulate.report import summarise_run
 from pullkv.simulate.scenarios import build, run
@@ -67,9 +67,11 @@ def test_hit_ratio_grows_with_ttl() -> None:
 def test_the_feed_lowers_visibility_p99_and_loss_raises_it_again() -> None:
     ttl_only = run(small(visibility_samples=40))
     feed = run(small(feed=True, visibility_samples=40))
-    lossy = run(small(feed=True, feed_loss=0.3, feed_catchup=20.0, visibility_samples=40))
+    lossy = run(small(feed=True, feed_loss=0.3, visibility_samples=40))
     assert _p99(feed.visibility) < 5 < 30 < _p99(ttl_only.visibility)
-    assert _p99(feed.visibility) < _p99(lossy.visibility) <= 20 + 5
+    # A lost change is noticed at the next heartbeat or message (0.5 s at most) and
+    # replayed after one round trip per loss: well under a second more at 30 % loss.
+    assert _p99(feed.visibility) < _p99(lossy.visibility) <= _p99(feed.visibility) + 2
 
 
 def test_a_policy_constant_changes_the_output() -> None:
@@ -161,3 +163,50 @@ def test_negative_entries_are_cached() -> None:
     result = run(small(missing_fraction=0.5, keys=10, write_fraction=0.0))
     assert _hit_ratio(result) > 0.5
     assert engine.OUTCOMES[HIT] == "edge"
+
+
+def _star(**changes: object) -> SimConfig:
+    return small(topology=Star(3, 0.08), visibility_samples=10_000, **changes)
+
+
+def test_a_lost_change_is_caught_up_at_the_next_heartbeat_then_one_round_trip() -> None:
+    """As the real feed: noticed by the next message or heartbeat, replayed in one RTT."""
+    clean = run(_star(feed=True))
+    lossy = run(_star(feed=True, feed_loss=0.2))
+    slow_beats = run(_star(feed=True, feed_loss=0.2, feed_heartbeat=2.0))
+    one_way, rtt = 0.04, 0.08
+    # Without loss: the change's one-way trip, then the reader's fetch (and the origin's ms).
+    assert max(clean.visibility_remote) <= one_way + rtt + 0.01
+    # With loss: at most a heartbeat later, plus one round trip per time it was lost (four
+    # losses in a row on one hop, at 20 %, are rarer than one in 600).
+    assert _p99(lossy.visibility_remote) >= _p99(clean.visibility_remote) + rtt
+    assert max(lossy.visibility_remote) <= one_way + 0.5 + 4 * rtt + rtt + 0.01
+    assert _p99(slow_beats.visibility_remote) > _p99(lossy.visibility_remote) + 0.3
+
+
+def test_visibility_elsewhere_leaves_out_the_writers_own_location() -> None:
+    result = run(_star())
+    assert result.visibility_censored == 0
+    assert len(result.visibility_remote) * 3 == len(result.visibility) * 2
+
+
+def test_a_server_time_distribution_is_added_to_every_read() -> None:
+    from pullkv.simulate import stats
+
+    base = run(_star(feed=True))
+    slow = run(_star(feed=True, server_time=(0.01, 0.02)))
+    hist, slow_hist = stats.merge(base.hist), stats.merge(slow.hist)
+    assert stats.count(hist) == stats.count(slow_hist)
+    p50 = stats.percentile(hist, 50)
+    slow_p50 = stats.percentile(slow_hist, 50)
+    assert p50 is not None and slow_p50 is not None
+    assert 0.01 * 0.9 <= slow_p50 - p50 <= 0.02 * 1.1
+    assert min(slow.visibility) >= min(base.visibility) + 0.01 - 0.001
+
+
+def test_the_run_restores_the_collectors_thresholds() -> None:
+    import gc
+
+    before = gc.get_threshold()
+    run(small(requests=1000))
+    assert gc.get_threshold() == before

@@ -25,3 +25,14 @@ def test_percentiles_close_to_exact() -> None:
     assert stats.percentile(stats.new(), 50) is None
     assert stats.bin_of(0.0) == 0 and stats.bin_of(1e9) == stats.NBINS - 1
     assert stats.merge([h, h])[stats.bin_of(ordered[0])] >= 2
+
+
+def test_spread_adds_a_distribution_and_keeps_the_count() -> None:
+    h = stats.new()
+    h[stats.bin_of(0.1)] = 1000
+    h[stats.bin_of(0.001)] = 7
+    out = stats.spread(h, [0.0, 0.1])
+    assert stats.count(out) == 1007
+    assert out[stats.bin_of(stats.bin_value(stats.bin_of(0.1)) + 0.1)] == 500
+    top = stats.percentile(out, 99.9)
+    assert top is not None and 0.19 <= top <= 0.21
