@@ -140,7 +140,7 @@ async def replay(
         real.reads.append(("hit" in parts, latency))
         real.statuses[reply.status_code] = real.statuses.get(reply.status_code, 0) + 1
 
-    async def follow(edge: int, key: int, number: int, acked: float) -> None:
+    async def follow(edge: int, key: int, number: int, acked: float, deleted: bool) -> None:
         deadline = acked + 10.0
         polls = 1
         while time.perf_counter() < deadline:
@@ -148,7 +148,8 @@ async def replay(
             reply = await clients[edge].get(url_of(key))
             done = time.perf_counter()
             seen = written_by(reply.content) if reply.status_code == 200 else -1
-            gone = reply.status_code == 404 and latest.get(key, 0) > number
+            # A delete is seen as "not found"; a value as this write's or a later one's.
+            gone = reply.status_code == 404 and (deleted or latest.get(key, 0) > number)
             if seen >= number or gone:
                 real.visibility.append(done - acked)
                 real.followed.append((done - acked, edge, key, number, polls))
@@ -170,7 +171,8 @@ async def replay(
             return
         if sample:
             others = [e for e in range(EDGES) if e != edge]
-            await asyncio.gather(*(follow(e, key, number, acked) for e in others))
+            deleted = op == DELETE
+            await asyncio.gather(*(follow(e, key, number, acked, deleted) for e in others))
 
     async def guarded(work: asyncio.Future[None] | object) -> None:
         try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -428,3 +429,29 @@ async def test_a_subscription_the_upstream_never_answers_is_given_up() -> None:
         "pullkv_feed_subscriptions_total", {"outcome": "failed"}
     )
     assert failed is not None and failed >= 2
+
+
+async def test_a_simulated_distance_delays_each_message_once() -> None:
+    # 30 messages at once, each to be applied 0.2 s after it arrived: all of them about
+    # 0.2 s later, not 0.2 s apiece (a reader that slept per chunk would take 6 s).
+    beats = [FeedBeat(0, 0, "f") for _ in range(30)]
+    upstream = FakeUpstream([[FeedReset(0, "f"), *beats]])
+    sub = FeedSubscriber(
+        upstream.open,
+        FeedLog(POLICY),
+        lambda r: None,
+        lambda: None,
+        FeedPolicy(silence=5),
+        Metrics(),
+        delay=0.2,
+    )
+    started = time.monotonic()
+    task = asyncio.ensure_future(sub.run())
+    registry = sub.metrics.registry
+    while (registry.get_sample_value("pullkv_feed_messages_total", {"kind": "beat"}) or 0) < 30:
+        assert time.monotonic() - started < 3, "the delays added up"
+        await asyncio.sleep(0.01)
+    assert time.monotonic() - started >= 0.2
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

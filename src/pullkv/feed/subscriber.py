@@ -16,7 +16,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
@@ -120,27 +120,34 @@ class FeedSubscriber:
                 self._counts["silence"].inc()
                 raise errors.upstream_unreachable("the upstream's feed did not answer") from None
             self.metrics.feed_subscriptions.labels("opened").inc()
-            iterator = aiter(chunks)
+            arrivals = self._arrivals(aiter(chunks))
+            if self.delay:
+                # Read on as chunks arrive, and apply each ``delay`` after its arrival: a
+                # reader that slept per chunk would add the delay up under a burst.
+                arrivals = _delayed(arrivals, self.delay, self._clock)
             partial = ""  # a line the last chunk ended inside
-            while True:
-                try:
-                    async with asyncio.timeout(self.policy.silence):
-                        chunk = await anext(iterator)
-                except StopAsyncIteration:
-                    return
-                except TimeoutError:
-                    self._counts["silence"].inc()
-                    log.info("change feed silent for %.1f s; resubscribing", self.policy.silence)
-                    raise Resubscribe from None
-                received = self._clock()
-                *lines, partial = (partial + chunk).split("\n")
-                for line in lines:
-                    if line:
-                        await self._receive(decode_feed_line(line), received)
+            async with contextlib.aclosing(arrivals):
+                async for chunk in arrivals:
+                    *lines, partial = (partial + chunk).split("\n")
+                    for line in lines:
+                        if line:
+                            self._receive(decode_feed_line(line))
 
-    async def _receive(self, message: FeedMessage, received: float) -> None:
-        if self.delay:
-            await asyncio.sleep(max(0.0, received + self.delay - self._clock()))
+    async def _arrivals(self, chunks: AsyncIterator[str]) -> AsyncGenerator[str, None]:
+        """The stream's chunks as they arrive; silence past ``policy.silence`` resubscribes."""
+        while True:
+            try:
+                async with asyncio.timeout(self.policy.silence):
+                    chunk = await anext(chunks)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                self._counts["silence"].inc()
+                log.info("change feed silent for %.1f s; resubscribing", self.policy.silence)
+                raise Resubscribe from None
+            yield chunk
+
+    def _receive(self, message: FeedMessage) -> None:
         self.state.heard_at = self._clock()
         if self.loss and self._draw() < self.loss:
             self._counts["dropped"].inc()
@@ -176,6 +183,33 @@ class FeedSubscriber:
         self.relay.set_live(True)
         state.position = message.high
         return True
+
+
+async def _delayed(
+    chunks: AsyncIterator[str], delay: float, clock: Callable[[], float]
+) -> AsyncGenerator[str, None]:
+    """``chunks``, each given ``delay`` seconds after it arrived (a simulated distance),
+    read by a task of its own so that the delays do not add up."""
+    queue: asyncio.Queue[tuple[str, float] | None] = asyncio.Queue()
+
+    async def read() -> None:
+        try:
+            async for chunk in chunks:
+                queue.put_nowait((chunk, clock()))
+        finally:
+            queue.put_nowait(None)
+
+    reader = asyncio.ensure_future(read())
+    try:
+        while (item := await queue.get()) is not None:
+            chunk, arrived = item
+            await asyncio.sleep(max(0.0, arrived + delay - clock()))
+            yield chunk
+        await reader  # the reader's end: silence (Resubscribe), the stream's close, an error
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await reader
 
 
 async def _lines(chunks: AsyncIterator[str]) -> AsyncIterator[str]:
