@@ -77,6 +77,10 @@ class Fetched:
 
     entry: SealedEntry | None
     not_modified: bool = False
+    # Seconds since the origin last vouched for this answer: 0 from an origin, the age of
+    # its copy from a tier's cache. The asker counts its entry's age from then, so a TTL
+    # bounds the whole chain of caches, not each one.
+    age: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -657,23 +657,25 @@ class FetchResponse:
         blobs: list[bytes] = []
         for key, answer in self.answers.items():
             entry = answer.entry
+            item: dict[str, Any]
             if answer.not_modified:
-                items.append({"key": key, "status": "not_modified"})
+                item = {"key": key, "status": "not_modified"}
             elif entry is None:
-                items.append({"key": key, "status": "not_found"})
+                item = {"key": key, "status": "not_found"}
             else:
-                items.append(
-                    {
-                        "key": key,
-                        "status": "found",
-                        "version": entry.version,
-                        "expiration": entry.expiration,
-                        "has_metadata": entry.metadata is not None,
-                    }
-                )
+                item = {
+                    "key": key,
+                    "status": "found",
+                    "version": entry.version,
+                    "expiration": entry.expiration,
+                    "has_metadata": entry.metadata is not None,
+                }
                 blobs.append(entry.value)
                 if entry.metadata is not None:
                     blobs.append(entry.metadata)
+            if answer.age > 0:
+                item["age_ms"] = int(answer.age * 1000)
+            items.append(item)
         return _frame({"answers": items}, blobs)
 
     @classmethod
@@ -684,17 +686,18 @@ class FetchResponse:
         for item in fields.objects("answers"):
             key = item.text("key")
             status = item.text("status")
+            age = item.integer("age_ms") / 1000 if item.has("age_ms") else 0.0
             if status == "not_modified":
-                answers[key] = Fetched(None, not_modified=True)
+                answers[key] = Fetched(None, not_modified=True, age=age)
             elif status == "not_found":
-                answers[key] = Fetched(None)
+                answers[key] = Fetched(None, age=age)
             elif status == "found":
                 value = blobs.take(f"{item.where}.key")
                 has_metadata = item.flag("has_metadata")
                 metadata = blobs.take(f"{item.where}.has_metadata") if has_metadata else None
                 expiration = item.optional_integer("expiration")
                 entry = SealedEntry(key, value, metadata, expiration, item.integer("version"))
-                answers[key] = Fetched(entry)
+                answers[key] = Fetched(entry, age=age)
             else:
                 problem = 'must be "found", "not_found" or "not_modified"'
                 raise _malformed(f"{item.where}.status", problem)

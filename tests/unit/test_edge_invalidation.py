@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 
 from pullkv import errors
+from pullkv.edge.backend import EdgeBackend
 from pullkv.edge.cache import INVALIDATED, ValueSlot
+from pullkv.metrics import Metrics
 from pullkv.types import ChangeRecord
-from tests.unit.test_edge_backend import ACCOUNT, World, make_world, settle, until
+from tests.unit.test_edge_backend import ACCOUNT, POLICY, World, make_world, settle, until
 
 
 @pytest.fixture
@@ -178,3 +180,31 @@ async def test_a_reset_revalidates_everything_held(world: World) -> None:
     assert await world.value("b") == b"1"  # revalidated: "not modified", so no value sent
     assert world.up.answers[-1]["b"].not_modified
     assert world.sample("pullkv_feed_invalidations_total", outcome="reset") == 1
+
+
+async def test_a_tiers_answer_carries_its_age_so_the_ttl_bounds_the_chain(world: World) -> None:
+    """An edge below a tier counts its entry's age from when the origin vouched for it:
+    without that, the tier's age and the lower edge's would add up to twice the TTL."""
+    lower = EdgeBackend(
+        world.edge,
+        POLICY,
+        1 << 22,
+        Metrics(),
+        default_ttl=60,
+        clock=world.clock,
+        epoch=world.epoch,
+    )
+    try:
+        await world.put_direct("k", b"v1")
+        assert await world.value("k") == b"v1"  # the tier fetches it now
+        world.clock.advance(25)
+        first = await lower.read(ACCOUNT, world.ns, "k", 60)
+        assert first.entry is not None and first.entry.value == b"v1"
+        assert first.cache is not None and first.cache.age == 25 and first.cache.ttl == 35
+        await world.put_direct("k", b"v2")
+        world.clock.advance(36)  # 61 s after the origin vouched: expired below too
+        later = await lower.read(ACCOUNT, world.ns, "k", 60)
+        assert later.cache is not None and not later.cache.hit
+        assert later.entry is not None and later.entry.value == b"v2"
+    finally:
+        await lower.close()

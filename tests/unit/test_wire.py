@@ -378,3 +378,16 @@ def test_a_condition_covers_one_key() -> None:
     message = {"account_id": ACCOUNT, "namespace_id": NAMESPACE, "keys": ["a", "b"]}
     with raises_kv(400, match="must hold one key when conditional"):
         wire.DeleteRequest.from_wire({**message, "condition": {"version": 1}})
+
+
+def test_fetch_answers_carry_their_age_to_the_millisecond() -> None:
+    entry = SealedEntry("k", b"v", None, None, 7)
+    answers = {
+        "k": Fetched(entry, age=12.3456),
+        "same": Fetched(None, not_modified=True, age=0.5),
+        "gone": Fetched(None, age=3.0),
+        "new": Fetched(entry),
+    }
+    back = wire.FetchResponse.from_wire(wire.FetchResponse(answers).to_wire()).answers
+    assert back["k"].age == 12.345 and back["same"].age == 0.5 and back["gone"].age == 3.0
+    assert back["new"].age == 0.0 and back["k"].entry == entry

@@ -23,7 +23,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from pullkv import errors
@@ -302,8 +302,8 @@ class EdgeBackend:
         entry = self._newest(cache_key, fetched.entry)
         info = CacheInfo(
             hit=False,
-            age=0,
-            ttl=ttl,
+            age=int(fetched.age),  # a tier above may have held it a while
+            ttl=remaining(now - fetched.age, now, ttl),
             forward="stale" if slot is not None else "miss",
             collapsed=collapsed,
         )
@@ -347,7 +347,17 @@ class EdgeBackend:
             lookups = await self._read_strong(account_id, namespace_id, names, ttl)
         else:
             lookups = await self.read_many(account_id, namespace_id, names, cache_ttl)
-        return conditional(lookups, keys)
+        answers = conditional(lookups, keys)
+        # Each answer says how old this tier's copy is, so the edge below counts its entry's
+        # age from when the origin vouched for it, not from its own fetch.
+        now = self.clock()
+        for key, answer in answers.items():
+            slot = self.cache.peek(("v", account_id, namespace_id, key))
+            if isinstance(slot, ValueSlot) and slot.validated_at != INVALIDATED:
+                age = now - slot.validated_at
+                if age > 0:
+                    answers[key] = replace(answer, age=age)
+        return answers
 
     async def _read_strong(
         self, account_id: str, namespace_id: str, keys: Sequence[str], ttl: int
@@ -376,7 +386,8 @@ class EdgeBackend:
             if answer is None:
                 raise errors.store_unavailable("upstream answer missed a key")
             if answer.not_modified:
-                answer = Fetched(None if slot is None else slot.entry, not_modified=True)
+                kept = None if slot is None else slot.entry
+                answer = Fetched(kept, not_modified=True, age=answer.age)
             self._store_fetched(("v", account_id, namespace_id, key), answer, now, started_seq)
             self.metrics.cache_reads.labels("miss").inc()
             lookups[key] = Lookup(live(answer.entry, epoch), info)
@@ -444,7 +455,7 @@ class EdgeBackend:
                     future.exception()
                 continue
             if answer.not_modified:
-                answer = Fetched(pending.held.get(key), not_modified=True)
+                answer = Fetched(pending.held.get(key), not_modified=True, age=answer.age)
             floor = self._floors.pop(cache_key, None)
             if (
                 floor is not None
@@ -499,12 +510,13 @@ class EdgeBackend:
                 return  # a write through this edge landed after the fetch left: it is newer
             if answer_older(current.version, answered):
                 return  # never replace a newer version with an older one
+        vouched = now - answer.age  # when the origin last vouched for it (through the tiers)
         if answer.not_modified:
             if isinstance(current, ValueSlot) and not current.behind:
-                self.cache.update(cache_key, current._replace(validated_at=now))
+                self.cache.update(cache_key, current._replace(validated_at=vouched))
             return
         entry = answer.entry
-        slot = ValueSlot(entry, answered or 0, now)
+        slot = ValueSlot(entry, answered or 0, vouched)
         if (
             isinstance(current, ValueSlot)
             and answered is not None

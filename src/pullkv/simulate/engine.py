@@ -77,8 +77,10 @@ class _Fetch:
         self.waiters: list[tuple[int, Any, Any]] = []
 
 
-# An answer travelling down: (version, exists, source).
-_Answer = tuple[int, bool, int]
+# An answer travelling down: (version, exists, source, age): age is how long ago the origin
+# vouched for it (0 from the origin; a tier's copy's age from its cache), as
+# ``Fetched.age``: the edge below counts its entry's age from then.
+_Answer = tuple[int, bool, int, float]
 
 
 class _Edge:
@@ -379,7 +381,8 @@ class Simulation:
                     b = int(now / self.series_width)
                     self.s_fresh[b if b < self.last_bucket else self.last_bucket] += 1
                 else:
-                    self._answer(e, waiter, (slot.version, slot.entry is not None, HIT), now)
+                    age = now - slot.validated_at
+                    self._answer(e, waiter, (slot.version, slot.entry is not None, HIT, age), now)
                 return
             if (e.refill_until > now or key in e.refill_queue) and policy.stale_usable(
                 va, now, self.ttl, self.cache_policy
@@ -420,7 +423,7 @@ class Simulation:
             ] += 1
         else:
             source = answer[2]
-            relayed = (answer[0], answer[1], TIER if source == HIT else source)
+            relayed = (answer[0], answer[1], TIER if source == HIT else source, answer[3])
             i, j = e.index, a.index
             delay = self.half[i][j] if self.exact_delays else self.net.one_way(i, j)
             heappush(self.heap, (now + delay, next(self.seq), _REPLY, a, (b, relayed)))
@@ -431,7 +434,7 @@ class Simulation:
         age = now - slot.validated_at
         if age > self.max_stale_age:
             self.max_stale_age = age
-        self._answer(e, waiter, (slot.version, slot.entry is not None, STALE), now)
+        self._answer(e, waiter, (slot.version, slot.entry is not None, STALE, age), now)
 
     def _fail_read(self, e: _Edge, key: int, waiter: tuple[int, Any, Any], now: float) -> None:
         """The upstream failed or is refused: a stale entry within bounds, else an error."""
@@ -492,7 +495,8 @@ class Simulation:
         for fetch in fetches:
             k = fetch.key
             heappush(
-                heap, (back, next(seq), _REPLY, e, (fetch, (versions[k], bool(exists[k]), ORIGIN)))
+                heap,
+                (back, next(seq), _REPLY, e, (fetch, (versions[k], bool(exists[k]), ORIGIN, 0.0))),
             )
 
     def _reply(self, e: _Edge, payload: tuple[_Fetch, _Answer], now: float) -> None:
@@ -502,7 +506,8 @@ class Simulation:
             del e.inflight[key]
         if answer[2] == ORIGIN and e.failing:
             self._recovered(e, now)
-        version, exists, _ = answer
+        version, exists, _, age = answer
+        vouched = now - age  # as EdgeBackend._store_fetched: from when the origin vouched
         answered: int | None = version if exists else None
         if self.feed and key in self.changes:
             change = self._delivered(e, key, now)
@@ -529,11 +534,12 @@ class Simulation:
         elif exists and fetch.held_version == version:
             if held is not None:
                 e.cache.update(
-                    key, ValueSlot(held.entry, version, now, held.written_seq, held.superseded_by)
+                    key,
+                    ValueSlot(held.entry, version, vouched, held.written_seq, held.superseded_by),
                 )
         elif held is None or not policy.answer_older(held.version, answered):
             slot = ValueSlot(
-                self._entry(key, version) if exists else None, version if exists else 0, now
+                self._entry(key, version) if exists else None, version if exists else 0, vouched
             )
             e.cache.put(key, slot, slot.size(_KEY_BYTES))
         waiters, fetch.waiters = fetch.waiters, []
