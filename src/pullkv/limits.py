@@ -17,6 +17,8 @@ MIB = 1024 * 1024
 INT64_MAX = (1 << 63) - 1
 # One message of the change feed: a key (512 bytes, escaped up to 6x in JSON) and ids fit.
 FEED_LINE_MAX_BYTES = 8192
+# Seconds between checks of an open change feed's token: a revoked token's stream ends.
+STREAM_TOKEN_RECHECK = 5.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -196,3 +196,26 @@ async def test_the_async_watch(origin: ServerProcess, tmp_path: Path) -> None:
         await writer
         assert (first.key, first.deleted, second.key, second.deleted) == ("a", False, "a", True)
         await watch.aclose()
+
+
+def test_a_revoked_tokens_stream_ends(origin: ServerProcess) -> None:
+    with client(origin, origin.admin_token) as admin:
+        ns_id = admin.create_namespace("watch-revoked")["id"]
+        made = admin.create_token("soon revoked", namespaces=[ns_id], read_only=True)
+    token = str(made["value"])
+    url = f"{origin.namespaces_url}/{ns_id}/changes"
+    started = time.monotonic()
+    with httpx.stream(
+        "GET", url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+    ) as stream:
+        assert stream.status_code == 200
+        lines = stream.iter_lines()
+        assert '"reset"' in next(lines)
+        with client(origin, origin.admin_token) as admin:
+            admin.revoke_token(str(made["id"]))
+        ended = False
+        for _line in lines:  # heartbeats, until the server ends the stream
+            assert time.monotonic() - started < 25, "the revoked token's stream went on"
+        ended = True
+    assert ended
+    assert httpx.get(url, headers={"Authorization": f"Bearer {token}"}).status_code == 401

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 
+from pullkv import errors
 from pullkv.feed.log import FeedSource
 from pullkv.feed.policy import FeedPolicy
 from pullkv.types import ChangeRecord
@@ -102,3 +103,24 @@ async def _stream(
             await source.wait(scanned, max(0.0, beat_due - clock()) or policy.heartbeat)
             if source.high > scanned and policy.coalesce:
                 await asyncio.sleep(policy.coalesce)
+
+
+async def while_allowed(
+    chunks: AsyncIterator[bytes],
+    check: Callable[[], Awaitable[object]],
+    every: float,
+    clock: Callable[[], float] = time.monotonic,
+) -> AsyncGenerator[bytes, None]:
+    """``chunks`` for as long as ``check()`` (the subscriber's token, authenticated again
+    every ``every`` seconds) passes: a token revoked while its stream is open stops
+    receiving changes within that time, plus the time its revocation takes to reach this
+    node. The stream just ends; a subscriber that resubscribes is refused."""
+    checked = clock()
+    async for chunk in chunks:
+        if clock() - checked >= every:
+            try:
+                await check()
+            except errors.KVError:
+                return
+            checked = clock()
+        yield chunk

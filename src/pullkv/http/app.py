@@ -13,9 +13,19 @@ from pullkv import errors
 from pullkv.auth import Authenticator
 from pullkv.backend import Backend
 from pullkv.feed.log import FeedSource
+from pullkv.feed.stream import while_allowed
 from pullkv.http import internal, openapi
 from pullkv.http.accesslog import TOKEN_ID_KEY
-from pullkv.http.asgi import Receive, Request, Response, Scope, Send, envelope, error_response
+from pullkv.http.asgi import (
+    Receive,
+    Request,
+    Response,
+    Scope,
+    Send,
+    StreamingResponse,
+    envelope,
+    error_response,
+)
 from pullkv.http.binding import BindingAPI, binding_error
 from pullkv.http.hot import HotReads
 from pullkv.http.rest import RestAPI
@@ -30,6 +40,7 @@ from pullkv.http.routes import (
     handlers,
     label,
 )
+from pullkv.limits import STREAM_TOKEN_RECHECK
 from pullkv.metrics import Metrics, merge, samples
 from pullkv.nodeinfo import NodeFacts, describe
 from pullkv.service import KVService
@@ -131,6 +142,13 @@ class App:
         if scope["type"] == "http":
             request = Request(scope, receive)
             response = await self.handle(request)
+            if isinstance(response, StreamingResponse):
+                # A change feed lasts: its token is checked again as it goes.
+                response.chunks = while_allowed(
+                    response.chunks,
+                    lambda: self.authenticator.authenticate(request.header("authorization")),
+                    STREAM_TOKEN_RECHECK,
+                )
             await response.send(send)
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
