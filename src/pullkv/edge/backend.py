@@ -404,20 +404,31 @@ class EdgeBackend:
         existing = self._inflight.get(cache_key)
         if existing is not None:
             return existing
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Fetched] = loop.create_future()
+        future: asyncio.Future[Fetched] = asyncio.get_running_loop().create_future()
         self._inflight[cache_key] = future
+        self._enqueue(cache_key, held, future, ttl)
+        return future
+
+    def _enqueue(
+        self,
+        cache_key: ValueKey,
+        held: ValueSlot | None,
+        future: asyncio.Future[Fetched],
+        ttl: int | None,
+    ) -> _Pending:
+        """Add a key to the batch going up for its namespace at the end of this loop turn,
+        conditional on the ``held`` slot (None: unconditional), answered into ``future``."""
         _, account_id, namespace_id, key = cache_key
         group = (account_id, namespace_id)
         pending = self._pending.get(group)
         if pending is None:
             pending = self._pending[group] = _Pending()
-            loop.call_soon(self._flush, group)
+            asyncio.get_running_loop().call_soon(self._flush, group)
         pending.keys[key] = held.version if held else None
         pending.held[key] = held.entry if held else None
         pending.futures[key] = future
-        pending.cache_ttl = max(pending.cache_ttl or 0, ttl)
-        return future
+        pending.cache_ttl = max(pending.cache_ttl or 0, ttl or 0) or None
+        return pending
 
     def _flush(self, group: tuple[str, str]) -> None:
         pending = self._pending.pop(group)
@@ -480,17 +491,7 @@ class EdgeBackend:
         self, cache_key: ValueKey, future: asyncio.Future[Fetched], ttl: int | None
     ) -> None:
         """Put a key back in the next batch, unconditionally, for the readers of ``future``."""
-        _, account_id, namespace_id, key = cache_key
-        group = (account_id, namespace_id)
-        pending = self._pending.get(group)
-        if pending is None:
-            pending = self._pending[group] = _Pending()
-            asyncio.get_running_loop().call_soon(self._flush, group)
-        pending.keys[key] = None
-        pending.held[key] = None
-        pending.futures[key] = future
-        pending.again.add(key)
-        pending.cache_ttl = max(pending.cache_ttl or 0, ttl or 0) or None
+        self._enqueue(cache_key, None, future, ttl).again.add(cache_key[3])
 
     def _forget_inflight(self, cache_key: ValueKey, future: asyncio.Future[Fetched]) -> None:
         # Only this fetch's own entry: once the breaker abandoned it, a newer fetch of the
