@@ -125,13 +125,9 @@ class FeedSubscriber:
                 # Read on as chunks arrive, and apply each ``delay`` after its arrival: a
                 # reader that slept per chunk would add the delay up under a burst.
                 arrivals = _delayed(arrivals, self.delay, self._clock)
-            partial = ""  # a line the last chunk ended inside
             async with contextlib.aclosing(arrivals):
-                async for chunk in arrivals:
-                    *lines, partial = (partial + chunk).split("\n")
-                    for line in lines:
-                        if line:
-                            self._receive(decode_feed_line(line))
+                async for line in _lines(arrivals):
+                    self._receive(decode_feed_line(line))
 
     async def _arrivals(self, chunks: AsyncIterator[str]) -> AsyncGenerator[str, None]:
         """The stream's chunks as they arrive; silence past ``policy.silence`` resubscribes."""
@@ -213,7 +209,7 @@ async def _delayed(
 
 
 async def _lines(chunks: AsyncIterator[str]) -> AsyncIterator[str]:
-    """The non-empty lines of a stream of text chunks."""
+    """The non-empty lines of a stream of text chunks (a line may be split between two)."""
     partial = ""
     async for chunk in chunks:
         *lines, partial = (partial + chunk).split("\n")
