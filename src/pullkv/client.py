@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import httpx
 
-from pullkv.errors import APIError, PreconditionFailedError, api_error
+from pullkv.errors import APIError, PreconditionFailedError, api_error, error_from_response
 from pullkv.localcache import (
     AsyncCachedReads,
     Cached,
@@ -26,6 +26,7 @@ from pullkv.localcache import (
     to_cached,
     value_of,
 )
+from pullkv.types import parse_etag
 from pullkv.watch import AsyncWatch, Watch
 
 T = TypeVar("T")
@@ -69,19 +70,8 @@ class _Call(Generic[T]):
 
 
 def _raise_for(response: httpx.Response) -> None:
-    if response.is_success:
-        return
-    code, message = 0, response.reason_phrase or f"HTTP {response.status_code}"
-    try:
-        body = response.json()
-        first = body["errors"][0]
-        code, message = int(first["code"]), str(first["message"])
-    except (ValueError, KeyError, IndexError, TypeError):
-        pass
-    error = api_error(response.status_code, code, message)
-    if isinstance(error, PreconditionFailedError):
-        error.etag = response.headers.get("etag")
-    raise error
+    if not response.is_success:
+        raise error_from_response(response)
 
 
 def _etag(response: httpx.Response) -> str | None:
@@ -130,7 +120,7 @@ def _cache_write(
     writer's next read sees it; without a version to order it by, the key is dropped."""
     if cache is None:
         return
-    version = to_cached(None, None, None, etag, 0.0).version
+    version = parse_etag(etag or "")
     if not version:
         cache.forget(namespace_id, key)
         return

@@ -9,7 +9,10 @@ Worker sees in the HTTP reason phrase.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import httpx
 
 
 class KVError(Exception):
@@ -462,3 +465,18 @@ def api_error(status: int, code: int, message: str) -> APIError:
     else:
         cls = APIError
     return cls(status, code, message)
+
+
+def error_from_response(response: httpx.Response) -> APIError:
+    """The typed client exception an unsuccessful response carries: its envelope's first
+    error, else its status and reason phrase (code 0). A 412 keeps the current ETag."""
+    code, message = 0, response.reason_phrase or f"HTTP {response.status_code}"
+    try:
+        first = response.json()["errors"][0]
+        code, message = int(first["code"]), str(first["message"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        pass
+    error = api_error(response.status_code, code, message)
+    if isinstance(error, PreconditionFailedError):
+        error.etag = response.headers.get("etag")
+    return error

@@ -43,6 +43,7 @@ from pullkv.edge.cache import (
     supersedes,
 )
 from pullkv.limits import DEFAULT_LIMITS, MIB
+from pullkv.types import parse_etag
 from pullkv.watch import AsyncWatch, Watch
 
 CacheKey = tuple[str, str]  # (namespace id, key)
@@ -369,9 +370,7 @@ def to_cached(
     validated_at: float,
 ) -> Cached:
     """An entry from a server's answer (``raw`` None: "not found")."""
-    version = 0
-    if etag and etag.strip('"').isdigit():
-        version = int(etag.strip('"'))
+    version = parse_etag(etag or "") or 0
     if raw is None:
         return Cached(None, None, None, None, version, validated_at)
     text = raw.decode("utf-8", errors="replace")

@@ -66,14 +66,31 @@ class WatchProtocol:
         self.position = since
         self.feed = feed
         self.on_reset = on_reset
+        self.backoff = RECONNECT_MIN
 
-    def params(self, prefix: str) -> dict[str, str]:
-        """The query of a subscription from the position held."""
+    def request(
+        self, http: httpx.Client | httpx.AsyncClient, path: str, prefix: str
+    ) -> httpx.Request:
+        """A subscription from the position held (no read timeout beyond the silence that
+        means the connection is dead)."""
         params = {"prefix": prefix} if prefix else {}
         if self.position is not None:
             params["since"] = str(self.position)
             params["feed"] = self.feed or ""
-        return params
+        timeout = httpx.Timeout(http.timeout.connect, read=SILENCE)
+        return http.build_request("GET", path, params=params, timeout=timeout)
+
+    def refused(self, response: httpx.Response) -> Exception:
+        """What an unsuccessful answer (already read) means: a refusal to raise, or a
+        transport error to retry after the backoff (a 5xx)."""
+        if response.status_code < 500:
+            return errors.error_from_response(response)
+        return httpx.TransportError(f"the server answered {response.status_code}")
+
+    def wait(self) -> float:
+        """Seconds to wait before subscribing again after a failure (doubling, capped)."""
+        wait, self.backoff = self.backoff, min(self.backoff * 2, RECONNECT_MAX)
+        return wait
 
     def receive(self, line: str) -> WatchEvent | None:
         """One line of the stream: the event it carries, if any."""
@@ -102,17 +119,6 @@ class WatchProtocol:
         return WatchEvent(record.key, record.version, record.deleted)
 
 
-def _refusal(response: httpx.Response) -> errors.APIError | None:
-    """The error a refused subscription carries; None for one worth retrying (5xx)."""
-    if response.status_code < 500:
-        try:
-            first = response.json()["errors"][0]
-            return errors.api_error(response.status_code, int(first["code"]), first["message"])
-        except (ValueError, KeyError, IndexError, TypeError):
-            return errors.api_error(response.status_code, 0, response.text[:200])
-    return None
-
-
 class Watch:
     """A namespace's changes, as a blocking iterator (see the module docstring)."""
 
@@ -131,7 +137,6 @@ class Watch:
         self.protocol = WatchProtocol(since, feed, on_reset)
         self._response: httpx.Response | None = None
         self._lines: object = None
-        self._backoff = RECONNECT_MIN
 
     @property
     def position(self) -> int | None:
@@ -151,8 +156,7 @@ class Watch:
                 continue
             except (httpx.TransportError, StopIteration):
                 self._disconnect()
-                time.sleep(self._backoff)
-                self._backoff = min(self._backoff * 2, RECONNECT_MAX)
+                time.sleep(self.protocol.wait())
                 continue
             if event is not None:
                 return event
@@ -164,23 +168,15 @@ class Watch:
         return next(self._lines)  # type: ignore[call-overload,no-any-return]
 
     def _connect(self) -> None:
-        request = self._http.build_request(
-            "GET",
-            self._path,
-            params=self.protocol.params(self._prefix),
-            timeout=httpx.Timeout(self._http.timeout.connect, read=SILENCE),
-        )
+        request = self.protocol.request(self._http, self._path, self._prefix)
         response = self._http.send(request, stream=True)
         if not response.is_success:
             response.read()
             response.close()
-            refusal = _refusal(response)
-            if refusal is not None:
-                raise refusal
-            raise httpx.TransportError(f"the server answered {response.status_code}")
+            raise self.protocol.refused(response)
         self._response = response
         self._lines = response.iter_lines()
-        self._backoff = RECONNECT_MIN
+        self.protocol.backoff = RECONNECT_MIN
 
     def _disconnect(self) -> None:
         if self._response is not None:
@@ -211,7 +207,6 @@ class AsyncWatch:
         self.protocol = WatchProtocol(since, feed, on_reset)
         self._response: httpx.Response | None = None
         self._lines: object = None
-        self._backoff = RECONNECT_MIN
 
     @property
     def position(self) -> int | None:
@@ -231,8 +226,7 @@ class AsyncWatch:
                 continue
             except (httpx.TransportError, StopAsyncIteration):
                 await self._disconnect()
-                await asyncio.sleep(self._backoff)
-                self._backoff = min(self._backoff * 2, RECONNECT_MAX)
+                await asyncio.sleep(self.protocol.wait())
                 continue
             if event is not None:
                 return event
@@ -243,23 +237,15 @@ class AsyncWatch:
         return await anext(self._lines)  # type: ignore[call-overload,no-any-return]
 
     async def _connect(self) -> None:
-        request = self._http.build_request(
-            "GET",
-            self._path,
-            params=self.protocol.params(self._prefix),
-            timeout=httpx.Timeout(self._http.timeout.connect, read=SILENCE),
-        )
+        request = self.protocol.request(self._http, self._path, self._prefix)
         response = await self._http.send(request, stream=True)
         if not response.is_success:
             await response.aread()
             await response.aclose()
-            refusal = _refusal(response)
-            if refusal is not None:
-                raise refusal
-            raise httpx.TransportError(f"the server answered {response.status_code}")
+            raise self.protocol.refused(response)
         self._response = response
         self._lines = response.aiter_lines()
-        self._backoff = RECONNECT_MIN
+        self.protocol.backoff = RECONNECT_MIN
 
     async def _disconnect(self) -> None:
         if self._response is not None:
